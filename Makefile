@@ -1,0 +1,46 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install migrate bootstrap bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the dependency list changed.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python manage.py migrate --no-input
+
+bootstrap: migrate
+	$(BIN)/python manage.py bootstrap
+
+# The web server and a task worker together; Ctrl-C stops both.
+run: bootstrap
+	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
+	@echo "Serving on http://$(HOST):$(PORT)/ — admin at /admin/, LINE webhook at /line/webhook/"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/python manage.py qcluster & \
+	$(BIN)/gunicorn linebot_site.wsgi --bind $(HOST):$(PORT) --workers $${WEB_WORKERS:-2} --access-logfile - & \
+	wait
+
+test: bootstrap
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/burst.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles

@@ -1,0 +1,98 @@
+"""The Messaging API calls the bot makes, through line-bot-sdk v3."""
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+
+import urllib3
+from django.conf import settings
+from linebot.v3.messaging import (
+    ApiClient,
+    ApiException,
+    Configuration,
+    MessagingApi,
+    PushMessageRequest,
+    ReplyMessageRequest,
+    ShowLoadingAnimationRequest,
+    TextMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRY_KEY_NAMESPACE = uuid.UUID("6f1c8a4e-2b7d-4c1e-9a53-0d8e7b2f4c61")
+
+
+@dataclass
+class LineAPIError(Exception):
+    """A Messaging API call failed. `transient` (429, 5xx, network) is worth retrying."""
+
+    status: int | None
+    message: str
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    @property
+    def invalid_reply_token(self) -> bool:
+        return self.status == 400 and "reply token" in self.message.lower()
+
+    @property
+    def already_accepted(self) -> bool:
+        """409 to a push: LINE took this retry key before, so the texts went out."""
+        return self.status == 409
+
+    def __str__(self) -> str:
+        return f"LINE API {self.status or 'unreachable'}: {self.message}"
+
+
+def retry_key(*, message_id: int, call_index: int) -> str:
+    """The same outbound call always gets the same key, so LINE drops a repeat."""
+    return str(uuid.uuid5(RETRY_KEY_NAMESPACE, f"{message_id}:{call_index}"))
+
+
+class LineClient:
+    def __init__(self, access_token: str) -> None:
+        configuration = Configuration(host=settings.LINE_API_HOST, access_token=access_token)
+        self.api = MessagingApi(ApiClient(configuration))
+        self.timeout = settings.LINE_API_TIMEOUT
+
+    def reply(self, *, reply_token: str, texts: list[str]) -> None:
+        request = ReplyMessageRequest(reply_token=reply_token, messages=[TextMessage(text=t) for t in texts])
+        self._call(self.api.reply_message, request)
+
+    def push(self, *, to: str, texts: list[str], retry_key: str) -> None:
+        request = PushMessageRequest(to=to, messages=[TextMessage(text=t) for t in texts])
+        self._call(self.api.push_message, request, x_line_retry_key=retry_key)
+
+    def show_loading(self, *, user_id: str, seconds: int) -> None:
+        seconds = max(5, min(60, 5 * -(-seconds // 5)))
+        self._call(self.api.show_loading_animation, ShowLoadingAnimationRequest(chat_id=user_id, loading_seconds=seconds))
+
+    def display_name(self, *, source_type: str, line_id: str) -> str:
+        if source_type == "group":
+            return self._call(self.api.get_group_summary, line_id).group_name
+        if source_type == "user":
+            return self._call(self.api.get_profile, line_id).display_name
+        return ""
+
+    def _call(self, method, *args, **kwargs):
+        try:
+            return method(*args, _request_timeout=self.timeout, **kwargs)
+        except ApiException as exc:
+            raise LineAPIError(status=exc.status, message=_error_message(exc)) from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise LineAPIError(status=None, message=type(exc).__name__) from None
+
+
+def _error_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or b"{}").get("message") or str(exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+@lru_cache(maxsize=32)
+def line_client(access_token: str) -> LineClient:
+    return LineClient(access_token)

@@ -1,0 +1,143 @@
+"""LINE channels, the chats the bot is in, and every message said there."""
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from linebot_site.encryption import EncryptedTextField
+from models_registry.models import ModelBackend, SamplingPreset
+
+
+class LineChannel(models.Model):
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.SlugField(_("slug"), unique=True, help_text=_("Part of the webhook URL: /line/webhook/<slug>/"))
+    channel_secret = EncryptedTextField(_("channel secret"))
+    access_token = EncryptedTextField(_("channel access token"))
+    bot_user_id = models.CharField(_("bot user ID"), max_length=64, blank=True, default="")
+    default_preset = models.ForeignKey(
+        SamplingPreset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("default preset"),
+    )
+    is_default = models.BooleanField(
+        _("default channel"), default=False, help_text=_("Served at /line/webhook/ without a slug.")
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("LINE channel")
+        verbose_name_plural = _("LINE channels")
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_channel"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SourceType(models.TextChoices):
+    USER = "user", _("1:1 chat")
+    GROUP = "group", _("group")
+    ROOM = "room", _("room")
+
+
+class ReplyMode(models.TextChoices):
+    MENTION = "mention", _("when the bot is mentioned")
+    PREFIX = "prefix", _("when a message starts with the keyword")
+    ALWAYS = "always", _("to every message")
+    OFF = "off", _("never")
+
+
+class Chat(models.Model):
+    channel = models.ForeignKey(LineChannel, on_delete=models.CASCADE, related_name="chats")
+    source_type = models.CharField(_("type"), max_length=8, choices=SourceType.choices)
+    line_id = models.CharField(_("LINE ID"), max_length=64)
+    display_name = models.CharField(_("name"), max_length=200, blank=True, default="")
+    preset = models.ForeignKey(
+        SamplingPreset, on_delete=models.SET_NULL, null=True, blank=True, related_name="chats",
+        verbose_name=_("preset"), help_text=_("Empty: the channel's default preset, then the global default."),
+    )
+    reply_mode = models.CharField(
+        _("reply mode"), max_length=8, choices=ReplyMode.choices, default=ReplyMode.MENTION,
+        help_text=_("For groups and rooms; 1:1 chats are always answered."),
+    )
+    reply_prefix = models.CharField(_("keyword"), max_length=32, default="/ai", blank=True)
+    local_only = models.BooleanField(
+        _("local only"), default=False, help_text=_("Never send this chat's messages to a cloud backend.")
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    profile_fetched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("chat")
+        verbose_name_plural = _("chats")
+        constraints = [models.UniqueConstraint(fields=["channel", "line_id"], name="unique_chat_per_channel")]
+
+    def __str__(self) -> str:
+        return self.display_name or f"{self.get_source_type_display()} {self.line_id}"
+
+
+class Direction(models.TextChoices):
+    IN = "in", _("in")
+    OUT = "out", _("out")
+
+
+class Status(models.TextChoices):
+    RECEIVED = "received", _("received")
+    SKIPPED = "skipped", _("skipped")
+    PENDING = "pending", _("pending")
+    GENERATING = "generating", _("generating")
+    REPLIED = "replied", _("replied")
+    FAILED = "failed", _("failed")
+
+
+class Message(models.Model):
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(_("direction"), max_length=3, choices=Direction.choices)
+    line_user_id = models.CharField(_("LINE user ID"), max_length=64, blank=True, default="")
+    message_type = models.CharField(_("type"), max_length=16, default="text")
+    text = models.TextField(_("text"), blank=True, default="")
+    line_message_id = models.CharField(_("LINE message ID"), max_length=32, blank=True, default="")
+    webhook_event_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    reply_token = models.CharField(max_length=64, blank=True, default="")
+    event_at = models.DateTimeField(_("sent at"))
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.RECEIVED)
+    status_changed_at = models.DateTimeField()
+    skip_reason = models.CharField(max_length=32, blank=True, default="")
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies", verbose_name=_("reply to")
+    )
+    preset = models.ForeignKey(SamplingPreset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    backend = models.ForeignKey(ModelBackend, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    latency_ms = models.PositiveIntegerField(_("latency (ms)"), null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Of an outbound answer: how many LINE calls (of up to 5 texts each) went through.
+    delivered_calls = models.PositiveSmallIntegerField(default=0)
+    edited = models.BooleanField(default=False)
+    unsent = models.BooleanField(default=False)
+    redacted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        indexes = [
+            models.Index(fields=["chat", "-id"], name="message_chat_recent"),
+            models.Index(fields=["status", "status_changed_at"], name="message_status_age"),
+            models.Index(fields=["line_message_id"], name="message_line_id"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reply_to"], condition=Q(direction="out"), name="one_answer_per_message"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_direction_display()} #{self.pk}"

@@ -1,0 +1,15 @@
+"""django-q2 entry points: thin wrappers over services."""
+from . import services
+
+
+def answer_message(message_id: int) -> None:
+    services.answer_message(message_id=message_id)
+
+
+def refresh_chat_profile(chat_id: int) -> None:
+    services.refresh_chat_profile(chat_id=chat_id)
+
+
+def sweep_stuck_messages() -> str:
+    result = services.sweep_stuck_messages()
+    return f"requeued {result.requeued}, failed {result.failed}"

@@ -1,0 +1,192 @@
+"""Settings, all from the environment with safe defaults (see README, "Configuration")."""
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+# The fallback is for a first run on a laptop; `manage.py check --deploy` flags it.
+SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "models_registry",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "linebot_site.urls"
+WSGI_APPLICATION = "linebot_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process and the workers read while one writes; IMMEDIATE
+    # transactions take the write lock up front so concurrent writers queue on the
+    # busy timeout instead of failing with "database is locked" on upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": (
+            "PRAGMA journal_mode=WAL;"
+            "PRAGMA synchronous=NORMAL;"
+            "PRAGMA busy_timeout=20000;"
+        ),
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hant", "繁體中文")]
+TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Taipei")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# A LINE webhook body is small; anything bigger is refused before it is read.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+LINE_WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("LINE_WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- Secrets at rest -------------------------------------------------------------
+# Comma-separated Fernet keys, newest first; older keys still decrypt (rotation).
+FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
+
+# --- LINE ------------------------------------------------------------------------
+LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")
+LINE_CHANNEL_ACCESS_TOKEN = os.environ.get("LINE_CHANNEL_ACCESS_TOKEN", "")
+LINE_API_HOST = os.environ.get("LINE_API_HOST", "https://api.line.me")
+LINE_API_TIMEOUT = float(os.environ.get("LINE_API_TIMEOUT", "10"))
+
+# --- Model backends ----------------------------------------------------------------
+OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "http://localhost:11434")
+OLLAMA_DEFAULT_MODEL = os.environ.get("OLLAMA_DEFAULT_MODEL", "gemma3:4b")
+
+# --- The reply pipeline ------------------------------------------------------------
+LINEBOT = {
+    # A reply token is valid for about a minute; past this age we push instead.
+    "REPLY_TOKEN_MAX_AGE": float(os.environ.get("LINEBOT_REPLY_TOKEN_MAX_AGE", "50")),
+    # Seconds between tries of one backend on a transient error.
+    "BACKEND_RETRY_DELAYS": [float(x) for x in env_list("LINEBOT_BACKEND_RETRY_DELAYS", "1,3")],
+    # Seconds between tries of a LINE call answered 429 or 5xx.
+    "LINE_RETRY_DELAYS": [float(x) for x in env_list("LINEBOT_LINE_RETRY_DELAYS", "1,2,4")],
+    # How many times one message may be taken up by a worker before it is failed.
+    "MAX_ATTEMPTS": int(os.environ.get("LINEBOT_MAX_ATTEMPTS", "3")),
+    # A message queued this long without a worker taking it up is queued again
+    # (the task was lost); one generating this long is presumed to have lost its worker.
+    "PENDING_STUCK_AFTER": float(os.environ.get("LINEBOT_PENDING_STUCK_AFTER", "120")),
+    "GENERATING_STUCK_AFTER": float(os.environ.get("LINEBOT_GENERATING_STUCK_AFTER", "900")),
+    "APOLOGY_TEXT": os.environ.get(
+        "LINEBOT_APOLOGY_TEXT",
+        "抱歉，我現在無法回答，請稍後再試。 Sorry, I can't answer right now — please try again later.",
+    ),
+}
+
+# --- Task queue (django-q2) --------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+Q_CLUSTER = {
+    "name": os.environ.get("Q_CLUSTER_QUEUE", "linebot"),
+    "workers": int(os.environ.get("Q_WORKERS", "4")),
+    # Seconds a task may run; retry must be longer so a slow task is not run twice.
+    "timeout": int(os.environ.get("Q_TIMEOUT", "600")),
+    "retry": int(os.environ.get("Q_RETRY", "660")),
+    # Our own guard on Message.attempts decides; this stops endless re-runs of a
+    # task that kills its worker.
+    "max_attempts": 3,
+    "save_limit": -1,
+    "ack_failures": True,
+    "catch_up": False,
+    "queue_limit": int(os.environ.get("Q_QUEUE_LIMIT", "50")),
+    "poll": float(os.environ.get("Q_POLL", "0.02")),
+    "bulk": int(os.environ.get("Q_BULK", "1")),
+    "label": "Task queue",
+    "sync": env_bool("Q_SYNC", False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+REST_FRAMEWORK = {
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.DjangoModelPermissions"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING"), "propagate": True}},
+}

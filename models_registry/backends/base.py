@@ -1,0 +1,132 @@
+"""What every backend adapter speaks: the turns in, a completion out, and its errors."""
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import httpx
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    max_new_tokens: int = 512
+    repetition_penalty: float = 1.1
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """The connection settings of one registered backend, free of the ORM."""
+
+    kind: str
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionReport:
+    """The outcome of "Test connection": reachable or not, how fast, what it serves."""
+
+    ok: bool
+    latency_ms: int
+    detail: str
+    models: list[str] = field(default_factory=list)
+
+
+class BackendError(Exception):
+    """A backend did not produce an answer. `transient` errors are worth retrying."""
+
+    transient = False
+
+
+class BackendTimeout(BackendError):
+    transient = True
+
+
+class BackendUnavailable(BackendError):
+    """Refused connection, DNS failure or a 5xx: the server may be back soon."""
+
+    transient = True
+
+
+class BackendFailed(BackendError):
+    """The server took the request but generation failed (a failed prediction)."""
+
+    transient = True
+
+
+class BackendRejected(BackendError):
+    """The server answered but will not serve this request (bad key, missing model)."""
+
+
+class Backend(Protocol):
+    config: BackendConfig
+
+    def generate(self, turns: list[Turn], params: SamplingParams) -> Completion: ...
+
+    def check(self) -> ConnectionReport: ...
+
+
+def http_timeout(seconds: float) -> httpx.Timeout:
+    """One deadline for reading, a short one for connecting: a dead host fails fast."""
+    return httpx.Timeout(seconds, connect=min(seconds, 5.0))
+
+
+def ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+@contextmanager
+def transport_errors(service: str, config: BackendConfig) -> Iterator[None]:
+    """Network failures of any client built on httpx, as BackendError kinds."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise BackendTimeout(f"{service} at {config.base_url} did not answer within {config.timeout:g} s") from None
+    except (httpx.TransportError, ConnectionError):
+        raise BackendUnavailable(
+            f"Cannot connect to {service} at {config.base_url}: connection refused or host unknown"
+        ) from None
+
+
+def checked(backend: "Backend", list_models) -> ConnectionReport:
+    """Runs `list_models()` and reports reachability, latency and whether our model is there."""
+    started = time.perf_counter()
+    try:
+        names = list_models()
+    except BackendError as exc:
+        return ConnectionReport(ok=False, latency_ms=ms_since(started), detail=str(exc))
+    latency = ms_since(started)
+    wanted = backend.config.model
+    if names is not None and wanted not in names:
+        return ConnectionReport(
+            ok=False, latency_ms=latency, models=names,
+            detail=f"Reachable, but the server has no model {wanted!r}.",
+        )
+    return ConnectionReport(ok=True, latency_ms=latency, models=names or [], detail="Reachable; model available.")
+
+
+def error_from_http_status(status: int, message: str) -> BackendError:
+    if status == 429 or status >= 500:
+        return BackendUnavailable(f"HTTP {status}: {message}")
+    return BackendRejected(f"HTTP {status}: {message}")

@@ -1,0 +1,122 @@
+"""Model backends (where text is generated) and sampling presets (how)."""
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from linebot_site.encryption import EncryptedTextField
+
+
+class BackendKind(models.TextChoices):
+    OLLAMA = "ollama", "Ollama"
+    REPLICATE = "replicate", "Replicate"
+    OPENAI_COMPATIBLE = "openai_compatible", _("OpenAI-compatible (vLLM, llama.cpp, LM Studio)")
+
+
+class ModelBackend(models.Model):
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    kind = models.CharField(_("kind"), max_length=32, choices=BackendKind.choices, default=BackendKind.OLLAMA)
+    base_url = models.URLField(
+        _("base URL"),
+        max_length=500,
+        help_text=_("Ollama: http://localhost:11434 · Replicate: https://api.replicate.com · "
+                    "OpenAI-compatible: the URL ending in /v1"),
+    )
+    model = models.CharField(
+        _("model identifier"),
+        max_length=200,
+        help_text=_("Ollama tag (gemma3:4b), Replicate owner/name[:version], or the OpenAI model name."),
+    )
+    api_key = EncryptedTextField(_("API key"), blank=True, default="")
+    timeout = models.FloatField(
+        _("timeout (seconds)"),
+        default=60.0,
+        validators=[MinValueValidator(1.0), MaxValueValidator(600.0)],
+        help_text=_("Longest wait for one answer before the call counts as failed."),
+    )
+    is_local = models.BooleanField(
+        _("local"),
+        default=True,
+        help_text=_("Runs on hardware you control. Chats marked local-only use only local backends."),
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("model backend")
+        verbose_name_plural = _("model backends")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()}: {self.model})"
+
+
+class SamplingPreset(models.Model):
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    backend = models.ForeignKey(
+        ModelBackend, on_delete=models.PROTECT, related_name="presets", verbose_name=_("backend")
+    )
+    fallback_backend = models.ForeignKey(
+        ModelBackend,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="fallback_for_presets",
+        verbose_name=_("fallback backend"),
+        help_text=_("Tried when the main backend fails after its retries."),
+    )
+    system_prompt = models.TextField(_("system prompt"), blank=True, default="")
+    temperature = models.FloatField(
+        _("temperature"),
+        default=0.7,
+        validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
+        help_text=_("Randomness: 0 always picks the likeliest word; higher is more varied (0–2)."),
+    )
+    top_p = models.FloatField(
+        _("top_p"),
+        default=0.9,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=_("Nucleus sampling: choose only among the words making up this share of probability (0–1)."),
+    )
+    top_k = models.PositiveIntegerField(
+        _("top_k"),
+        default=40,
+        validators=[MinValueValidator(0), MaxValueValidator(1000)],
+        help_text=_("Choose only among the k likeliest words; 0 turns the limit off."),
+    )
+    max_new_tokens = models.PositiveIntegerField(
+        _("max new tokens"),
+        default=512,
+        validators=[MinValueValidator(1), MaxValueValidator(8192)],
+        help_text=_("Longest answer, in tokens."),
+    )
+    repetition_penalty = models.FloatField(
+        _("repetition penalty"),
+        default=1.1,
+        validators=[MinValueValidator(0.5), MaxValueValidator(2.0)],
+        help_text=_("Above 1 discourages repeating words already said; 1 is off."),
+    )
+    is_default = models.BooleanField(
+        _("global default"),
+        default=False,
+        help_text=_("Used by chats and channels that name no preset of their own."),
+    )
+    history_turns = models.PositiveIntegerField(
+        _("history turns"),
+        default=10,
+        validators=[MaxValueValidator(100)],
+        help_text=_("How many earlier messages of the chat are sent with each question."),
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("sampling preset")
+        verbose_name_plural = _("sampling presets")
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True), name="one_default_preset"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,338 @@
+"""A fake LINE Messaging API that validates what it is sent as strictly as LINE.
+
+Point line-bot-sdk at it with ``Configuration(host=fake.url, access_token=...)``.
+Every POST body is checked three ways — LINE's documented limits, LINE's
+OpenAPI description and line-bot-sdk's own request models — and rejected
+bodies are answered 400 and kept in ``fake.validation_errors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import secrets
+import uuid
+from typing import Any, NamedTuple
+
+from linebot.v3.messaging import PushMessageRequest, ReplyMessageRequest, ShowLoadingAnimationRequest
+
+from .base import FakeServer, RecordedRequest, Response, json_response, route
+from .line_spec import MESSAGING_SPEC, load_validator
+from .webhooks import DEFAULT_BOT_USER_ID
+
+MAX_MESSAGES = 5
+MAX_TEXT_UTF16 = 5000
+AUTH_FAILED = "Authentication failed. Confirm that the access token in the authorization header is valid."
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CHAT_ID = re.compile(r"[UCR][0-9a-f]{32}")
+_USER_ID = re.compile(r"U[0-9a-f]{32}")
+_ID = r"(?P<{}>[^/]+)"
+_TEXT_TYPES = ("text", "textV2")
+
+
+class Delivery(NamedTuple):
+    """A reply or push LINE actually delivered; compares equal to a 3-tuple."""
+
+    endpoint: str
+    target: str
+    texts: list[str]
+
+
+def utf16_length(text: str) -> int:
+    """Length as LINE counts it: UTF-16 code units (an emoji outside the BMP is 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def line_error(status: int, message: str, details: list[dict] | None = None, **extra: Any) -> Response:
+    body: dict[str, Any] = {"message": message}
+    if details is not None:
+        body["details"] = details
+    body.update(extra)
+    return json_response(status, body)
+
+
+class FakeLineAPI(FakeServer):
+    """The LINE Messaging API endpoints a chatbot uses.
+
+    Endpoints for ``fail_next``/``set_delay``: reply, push, loading, profile,
+    group_summary, member_profile, bot_info.
+    """
+
+    def __init__(
+        self,
+        access_token: str | None = None,
+        *,
+        bot_user_id: str = DEFAULT_BOT_USER_ID,
+        bot_name: str = "Fake Bot",
+        profiles: dict[str, str | dict] | None = None,
+        group_names: dict[str, str] | None = None,
+        missing_ids: set[str] | None = None,
+        strict_ids: bool = True,
+        spec_dir: str | None = None,
+    ):
+        super().__init__()
+        self.access_token = access_token
+        self.bot_user_id = bot_user_id
+        self.bot_name = bot_name
+        # displayName per user id (a dict value overrides whole profile fields).
+        self.profiles: dict[str, str | dict] = dict(profiles or {})
+        self.group_names: dict[str, str] = dict(group_names or {})
+        # User/group/room ids that answer 404 like an unknown or blocked id.
+        self.missing_ids: set[str] = set(missing_ids or ())
+        # Reject push targets / loading chat ids that are not real LINE ids.
+        self.strict_ids = strict_ids
+        self.validation_errors: list[dict[str, Any]] = []
+        self._spec = load_validator(MESSAGING_SPEC, spec_dir)
+        self._delivered: list[Delivery] = []
+        self._used_reply_tokens: set[str] = set()
+        self._expired_reply_tokens: set[str] = set()
+        self._accepted_retry_keys: dict[str, tuple[str, list[dict]]] = {}
+        self._message_ids = itertools.count(500_000_000_000_000_000)
+
+    @property
+    def spec_checked(self) -> bool:
+        """Whether bodies are also checked against LINE's OpenAPI description."""
+        return self._spec is not None
+
+    # -- convenience for tests ------------------------------------------------
+
+    @property
+    def delivered(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._delivered)
+
+    def delivered_texts(self) -> list[str]:
+        return [text for delivery in self.delivered for text in delivery.texts]
+
+    def expire_reply_token(self, token: str) -> None:
+        """Make ``token`` answer "Invalid reply token" like an expired one."""
+        with self._lock:
+            self._expired_reply_tokens.add(token)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                **super().state(),
+                "delivered": [d._asdict() for d in self._delivered],
+                "validation_errors": list(self.validation_errors),
+                "spec_checked": self.spec_checked,
+            }
+
+    def _reset_state(self) -> None:
+        self.validation_errors.clear()
+        self._delivered.clear()
+        self._used_reply_tokens.clear()
+        self._expired_reply_tokens.clear()
+        self._accepted_retry_keys.clear()
+
+    # -- hooks ---------------------------------------------------------------
+
+    def error_body(self, status: int, message: str | None = None) -> dict:
+        defaults = {
+            400: "Bad Request",
+            401: AUTH_FAILED,
+            403: "Access to this API is not available for your account",
+            404: "Not found",
+            405: "Method Not Allowed",
+            409: "Conflict",
+            429: "The API rate limit has been exceeded. Try again later.",
+            500: "Internal server error",
+        }
+        return {"message": message or defaults.get(status, "Error")}
+
+    def before_request(self, request: RecordedRequest) -> Response | None:
+        request.notes["request_id"] = str(uuid.uuid4())
+        if self.access_token is not None and request.headers.get("authorization") != f"Bearer {self.access_token}":
+            return line_error(401, AUTH_FAILED)
+        return None
+
+    def after_request(self, request: RecordedRequest, response: Response) -> Response:
+        response.headers.setdefault("x-line-request-id", request.notes.get("request_id") or str(uuid.uuid4()))
+        return response
+
+    # -- messaging -------------------------------------------------------------
+
+    @route("POST", r"/v2/bot/message/reply", "reply")
+    def reply(self, request: RecordedRequest) -> Response:
+        rejected = self._validate(request, "ReplyMessageRequest", ReplyMessageRequest)
+        if rejected:
+            return rejected
+        token = request.json["replyToken"]
+        with self._lock:
+            if token in self._used_reply_tokens or token in self._expired_reply_tokens:
+                return line_error(400, "Invalid reply token")
+            self._used_reply_tokens.add(token)
+            sent = self._deliver("reply", token, request.json["messages"])
+        return json_response(200, {"sentMessages": sent})
+
+    @route("POST", r"/v2/bot/message/push", "push")
+    def push(self, request: RecordedRequest) -> Response:
+        retry_key = request.headers.get("x-line-retry-key")
+        if retry_key is not None and not _UUID.fullmatch(retry_key):
+            return line_error(400, "The value for the 'X-Line-Retry-Key' header is invalid")
+        rejected = self._validate(request, "PushMessageRequest", PushMessageRequest)
+        if rejected:
+            return rejected
+        target = request.json["to"]
+        if self.strict_ids and not _CHAT_ID.fullmatch(target):
+            return self._reject(request, "limits", [{"message": "Invalid ID", "property": "to"}])
+        with self._lock:
+            if retry_key in self._accepted_retry_keys:
+                original_id, sent = self._accepted_retry_keys[retry_key]
+                response = line_error(409, "The retry key is already accepted", sentMessages=sent)
+                response.headers["x-line-accepted-request-id"] = original_id
+                return response
+            sent = self._deliver("push", target, request.json["messages"])
+            if retry_key is not None:
+                self._accepted_retry_keys[retry_key] = (request.notes["request_id"], sent)
+        return json_response(200, {"sentMessages": sent})
+
+    @route("POST", r"/v2/bot/chat/loading/start", "loading")
+    def loading(self, request: RecordedRequest) -> Response:
+        rejected = self._validate(request, "ShowLoadingAnimationRequest", ShowLoadingAnimationRequest)
+        if rejected:
+            return rejected
+        return json_response(202, {})
+
+    def _deliver(self, endpoint: str, target: str, messages: list[dict]) -> list[dict]:
+        texts = [m["text"] for m in messages if m.get("type") in _TEXT_TYPES]
+        self._delivered.append(Delivery(endpoint, target, texts))
+        return [
+            {"id": str(next(self._message_ids)), "quoteToken": secrets.token_urlsafe(48)}
+            for _ in messages
+        ]
+
+    # -- validation ------------------------------------------------------------
+
+    def _validate(self, request: RecordedRequest, schema: str, model: Any) -> Response | None:
+        body = request.json
+        if not isinstance(body, dict):
+            return self._reject(request, "json", [{"message": "The request body must be a JSON object", "property": ""}])
+        request.notes["spec_checked"] = self._spec is not None
+        spec_errors = self._spec.errors(schema, body) if self._spec else []
+        for layer, details in (
+            ("limits", _limit_errors(body)),
+            ("openapi", spec_errors),
+            ("sdk", _sdk_errors(model, request.text)),
+        ):
+            if details:
+                return self._reject(request, layer, details)
+        return None
+
+    def _reject(self, request: RecordedRequest, layer: str, details: list[dict]) -> Response:
+        with self._lock:
+            self.validation_errors.append(
+                {"endpoint": request.endpoint, "layer": layer, "details": details, "body": request.json}
+            )
+        return line_error(400, f"The request body has {len(details)} error(s)", details)
+
+    # -- profiles and info -----------------------------------------------------
+
+    @route("GET", r"/v2/bot/profile/" + _ID.format("user_id"), "profile")
+    def profile(self, request: RecordedRequest, user_id: str) -> Response:
+        if user_id in self.missing_ids:
+            return line_error(404, "Not found")
+        return json_response(200, self._profile(user_id, full=True))
+
+    @route("GET", r"/v2/bot/group/" + _ID.format("group_id") + r"/summary", "group_summary")
+    def group_summary(self, request: RecordedRequest, group_id: str) -> Response:
+        if group_id in self.missing_ids:
+            return line_error(404, "Not found")
+        name = self.group_names.get(group_id, f"Group {group_id[-4:]}")
+        return json_response(
+            200,
+            {"groupId": group_id, "groupName": name, "pictureUrl": f"https://profile.line-scdn.net/{group_id}"},
+        )
+
+    @route("GET", r"/v2/bot/(?:group|room)/" + _ID.format("chat_id") + r"/member/" + _ID.format("user_id"), "member_profile")
+    def member_profile(self, request: RecordedRequest, chat_id: str, user_id: str) -> Response:
+        if chat_id in self.missing_ids or user_id in self.missing_ids:
+            return line_error(404, "Not found")
+        return json_response(200, self._profile(user_id, full=False))
+
+    @route("GET", r"/v2/bot/info", "bot_info")
+    def bot_info(self, request: RecordedRequest) -> Response:
+        return json_response(
+            200,
+            {
+                "userId": self.bot_user_id,
+                "basicId": "@" + self.bot_user_id[-8:],
+                "displayName": self.bot_name,
+                "pictureUrl": f"https://profile.line-scdn.net/{self.bot_user_id}",
+                "chatMode": "bot",
+                "markAsReadMode": "auto",
+            },
+        )
+
+    def _profile(self, user_id: str, *, full: bool) -> dict[str, Any]:
+        configured = self.profiles.get(user_id)
+        profile: dict[str, Any] = {
+            "displayName": f"User {user_id[-4:]}",
+            "userId": user_id,
+            "pictureUrl": f"https://profile.line-scdn.net/{user_id}",
+        }
+        if full:
+            profile.update({"statusMessage": "Hello, LINE!", "language": "en"})
+        if isinstance(configured, str):
+            profile["displayName"] = configured
+        elif isinstance(configured, dict):
+            profile.update(configured)
+        return profile
+
+    # -- process mode ------------------------------------------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--access-token", default=None, help="require 'Authorization: Bearer <token>'")
+        parser.add_argument("--bot-user-id", default=DEFAULT_BOT_USER_ID)
+        parser.add_argument("--lenient-ids", action="store_true", help="accept any push target / chat id")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FakeLineAPI:
+        return cls(args.access_token, bot_user_id=args.bot_user_id, strict_ids=not args.lenient_ids)
+
+
+def _limit_errors(body: dict) -> list[dict[str, str]]:
+    """LINE's documented limits that its schema does not fully express."""
+    errors = []
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        if not 1 <= len(messages) <= MAX_MESSAGES:
+            errors.append({"message": f"Size must be between 1 and {MAX_MESSAGES}", "property": "messages"})
+        for index, message in enumerate(messages):
+            text = message.get("text") if isinstance(message, dict) and message.get("type") in _TEXT_TYPES else None
+            if not isinstance(text, str):
+                continue
+            if not text:
+                errors.append({"message": "May not be empty", "property": f"messages[{index}].text"})
+            elif utf16_length(text) > MAX_TEXT_UTF16:
+                errors.append(
+                    {"message": f"Length must be between 0 and {MAX_TEXT_UTF16}", "property": f"messages[{index}].text"}
+                )
+    seconds = body.get("loadingSeconds")
+    if isinstance(seconds, int) and (seconds % 5 or not 5 <= seconds <= 60):
+        errors.append({"message": "Must be a multiple of 5 between 5 and 60", "property": "loadingSeconds"})
+    chat_id = body.get("chatId")
+    if isinstance(chat_id, str) and not _USER_ID.fullmatch(chat_id):
+        # The loading animation exists only in one-on-one chats with users.
+        errors.append({"message": "Invalid user ID", "property": "chatId"})
+    return errors
+
+
+def _sdk_errors(model: Any, text: str) -> list[dict[str, str]]:
+    """Errors from line-bot-sdk's own request model (pydantic v1 based)."""
+    try:
+        model.from_json(text)
+    except Exception as exc:  # the generated from_dict raises KeyError/ValueError/TypeError too
+        if hasattr(exc, "errors"):
+            return [
+                {"message": error["msg"], "property": ".".join(str(p) for p in error["loc"] if p != "__root__")}
+                for error in exc.errors()
+            ]
+        return [{"message": f"{type(exc).__name__}: {exc}", "property": ""}]
+    return []
+
+
+if __name__ == "__main__":
+    FakeLineAPI.main()
