@@ -1,9 +1,16 @@
 from django import forms
 from django.contrib import admin
+from django.db import models
 
 from linebot_site.forms import SecretField, SecretFieldsMixin
 
 from .models import ModelBackend, SamplingPreset
+
+
+def _https_by_default(field: models.Field, **kwargs) -> forms.Field | None:
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
 
 
 class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
@@ -11,6 +18,7 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
     api_key = SecretField(label="API key")
 
     class Meta:
+        formfield_callback = _https_by_default
         model = ModelBackend
         fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled"]
 

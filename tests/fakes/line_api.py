@@ -193,6 +193,9 @@ class FakeLineAPI(FakeServer):
         rejected = self._validate(request, "ShowLoadingAnimationRequest", ShowLoadingAnimationRequest)
         if rejected:
             return rejected
+        if self.strict_ids and not _USER_ID.fullmatch(request.json["chatId"]):
+            # The loading animation exists only in one-on-one chats with users.
+            return self._reject(request, "limits", [{"message": "Invalid user ID", "property": "chatId"}])
         return json_response(202, {})
 
     def _deliver(self, endpoint: str, target: str, messages: list[dict]) -> list[dict]:
@@ -313,10 +316,6 @@ def _limit_errors(body: dict) -> list[dict[str, str]]:
     seconds = body.get("loadingSeconds")
     if isinstance(seconds, int) and (seconds % 5 or not 5 <= seconds <= 60):
         errors.append({"message": "Must be a multiple of 5 between 5 and 60", "property": "loadingSeconds"})
-    chat_id = body.get("chatId")
-    if isinstance(chat_id, str) and not _USER_ID.fullmatch(chat_id):
-        # The loading animation exists only in one-on-one chats with users.
-        errors.append({"message": "Invalid user ID", "property": "chatId"})
     return errors
 
 

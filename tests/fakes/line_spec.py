@@ -6,15 +6,15 @@ or ``$LINE_OPENAPI_DIR``); when they are missing, callers skip the check.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import ValidationError, validators
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
@@ -24,6 +24,7 @@ MESSAGING_SPEC = "messaging-api.yml"
 WEBHOOK_SPEC = "webhook.yml"
 _SCHEMAS = "#/components/schemas/"
 _DISPATCH_SUFFIX = "__dispatch"
+_DISPATCH_KEYWORD = "x-line-dispatch"
 
 
 def spec_dir() -> Path | None:
@@ -40,8 +41,9 @@ class SpecValidator:
         self.uri = uri
         schemas = spec["components"]["schemas"]
         self._polymorphic = _add_discriminator_dispatch(schemas)
+        _inline_refs(schemas)
         self._registry = Registry().with_resource(uri, Resource(contents=spec, specification=DRAFT4))
-        self._validators: dict[str, OAS30Validator] = {}
+        self._validators: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def errors(self, schema_name: str, instance: Any) -> list[dict[str, str]]:
@@ -52,12 +54,12 @@ class SpecValidator:
             for error in sorted(found, key=lambda e: list(map(str, e.absolute_path)))
         ]
 
-    def _validator(self, schema_name: str) -> OAS30Validator:
+    def _validator(self, schema_name: str) -> Any:
         with self._lock:
             validator = self._validators.get(schema_name)
             if validator is None:
                 target = schema_name + _DISPATCH_SUFFIX if schema_name in self._polymorphic else schema_name
-                validator = OAS30Validator(
+                validator = _LineValidator(
                     {"$ref": f"{self.uri}{_SCHEMAS}{target}"},
                     registry=self._registry,
                     format_checker=oas30_format_checker,
@@ -97,8 +99,8 @@ def _add_discriminator_dispatch(schemas: dict[str, Any]) -> set[str]:
     subtypes extend it through ``allOf``.  OAS30Validator only honours a
     discriminator next to ``oneOf``, so a ``{"type": "text"}`` message without
     ``text`` would pass.  Each such base gets a ``<Base>__dispatch`` schema
-    (oneOf + discriminator) and every reference to the base, except the
-    subtypes' own ``allOf`` back-references, is pointed at it.
+    (see ``_dispatch``) and every reference to the base, except the subtypes'
+    own ``allOf`` back-references, is pointed at it.
     """
     bases = {
         name
@@ -107,13 +109,34 @@ def _add_discriminator_dispatch(schemas: dict[str, Any]) -> set[str]:
     }
     _rewrite_refs(schemas, {_SCHEMAS + name for name in bases})
     for name in bases:
-        discriminator = copy.deepcopy(schemas[name]["discriminator"])
-        targets = discriminator.get("mapping", {}).values()
+        discriminator = schemas[name]["discriminator"]
+        mapping = discriminator.get("mapping", {})
         schemas[name + _DISPATCH_SUFFIX] = {
-            "oneOf": [{"$ref": ref} for ref in targets],
-            "discriminator": discriminator,
+            _DISPATCH_KEYWORD: {
+                "propertyName": discriminator["propertyName"],
+                "mapping": {value: {"$ref": ref} for value, ref in mapping.items()},
+            }
         }
     return bases
+
+
+def _dispatch(validator: Any, dispatch: dict[str, Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """Validate ``instance`` against the subtype its discriminator names."""
+    if not validator.is_type(instance, "object"):
+        yield ValidationError(f"{instance!r} is not of type 'object'")
+        return
+    name = dispatch["propertyName"]
+    if name not in instance:
+        yield ValidationError(f"{name!r} is a required property")
+        return
+    target = dispatch["mapping"].get(instance[name])
+    if target is None:
+        yield ValidationError(f"{instance[name]!r} is not one of {sorted(dispatch['mapping'])}", path=[name])
+        return
+    yield from validator.descend(instance, target)
+
+
+_LineValidator = validators.extend(OAS30Validator, {_DISPATCH_KEYWORD: _dispatch})
 
 
 def _rewrite_refs(node: Any, base_refs: set[str]) -> None:
@@ -132,3 +155,38 @@ def _rewrite_refs(node: Any, base_refs: set[str]) -> None:
                     _rewrite_refs(part, base_refs)
         elif key != "discriminator":
             _rewrite_refs(value, base_refs)
+
+
+def _inline_refs(schemas: dict[str, Any]) -> None:
+    """Replace ``$ref`` nodes by the schema they name, except on cycles.
+
+    Resolving a ``$ref`` through ``referencing`` costs more than the rest of
+    the validation, and the fake LINE API validates every request.  Inlined
+    schemas are shared objects, not copies, so this is cheap and exact.
+    """
+    done: dict[str, Any] = {}
+    active: set[str] = set()
+
+    def resolve(name: str) -> Any:
+        if name in done:
+            return done[name]
+        if name in active or name not in schemas:
+            return None
+        active.add(name)
+        done[name] = inline(schemas[name])
+        active.discard(name)
+        return done[name]
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_SCHEMAS):
+            target = resolve(ref[len(_SCHEMAS):])
+            return node if target is None else target
+        return {key: value if key == "discriminator" else inline(value) for key, value in node.items()}
+
+    for name in list(schemas):
+        schemas[name] = resolve(name)

@@ -234,7 +234,7 @@ def message_edited_event(
     message_id: str,
     new_text: str,
     *,
-    source: str = "user",
+    source: str = "group",
     user_id: str | None = DEFAULT_USER_ID,
     group_id: str | None = None,
     room_id: str | None = None,
@@ -246,8 +246,10 @@ def message_edited_event(
 ) -> dict:
     """LINE's newer "messageEdited" event: the edited message, same id, new text.
 
-    Not in the OpenAPI file at hand, so it is modelled on the message event
-    and ``validate_webhook_payload`` cannot check it.
+    LINE sends it only for group chats, hence the default source.  It is not
+    in the OpenAPI file at hand, so it is modelled on the message event (as
+    line-bot-sdk's ``MessageEditedEvent`` is) and ``validate_webhook_payload``
+    rejects it as an unknown event type.
     """
     message = {"type": "text", "id": message_id, "quoteToken": new_quote_token(), "text": new_text}
     return _message_event(

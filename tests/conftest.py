@@ -1,0 +1,104 @@
+"""Shared fixtures: loopback fakes of LINE and the model servers, and a configured bot."""
+import pytest
+from django.test import Client
+from django_q.conf import Conf
+
+from conversations import selectors
+from conversations.line.client import line_client
+from conversations.models import LineChannel
+from models_registry.models import BackendKind, ModelBackend, SamplingPreset
+from tests.fakes.line_api import FakeLineAPI
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.webhooks import payload, payload_bytes, sign, validate_webhook_payload
+
+CHANNEL_SECRET = "0123456789abcdef0123456789abcdef"
+ACCESS_TOKEN = "test-channel-access-token"
+
+
+@pytest.fixture(autouse=True)
+def sync_tasks(settings):
+    """django-q2 runs tasks inline; retry pauses shrink so failure paths stay quick."""
+    previous, Conf.SYNC = Conf.SYNC, True
+    settings.LINEBOT = {
+        **settings.LINEBOT,
+        "BACKEND_RETRY_DELAYS": [0.01],
+        "LINE_RETRY_DELAYS": [0.01, 0.01],
+    }
+    yield
+    Conf.SYNC = previous
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    selectors.forget_cached_channels()
+    line_client.cache_clear()
+    yield
+    selectors.forget_cached_channels()
+    line_client.cache_clear()
+
+
+@pytest.fixture
+def line_api(settings):
+    with FakeLineAPI(access_token=ACCESS_TOKEN) as fake:
+        settings.LINE_API_HOST = fake.url
+        yield fake
+        assert fake.validation_errors == [], "the bot sent LINE a request LINE would reject"
+
+
+@pytest.fixture
+def ollama_server():
+    with FakeOllama(models=("gemma3:4b", "llama3.2:3b")) as fake:
+        yield fake
+
+
+@pytest.fixture
+def backend(ollama_server):
+    return ModelBackend.objects.create(
+        name="Local Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url, model="gemma3:4b", timeout=5
+    )
+
+
+@pytest.fixture
+def preset(backend):
+    return SamplingPreset.objects.create(
+        name="Default",
+        backend=backend,
+        system_prompt="You are a test bot.",
+        temperature=0.3,
+        top_p=0.8,
+        top_k=20,
+        max_new_tokens=128,
+        repetition_penalty=1.2,
+        history_turns=4,
+        is_default=True,
+    )
+
+
+@pytest.fixture
+def channel(db):
+    return LineChannel.objects.create(
+        name="Test channel", slug="test", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN, is_default=True
+    )
+
+
+class Webhook:
+    """Posts signed webhooks to the app and runs what they queue."""
+
+    def __init__(self, client: Client, capture) -> None:
+        self.client = client
+        self.capture = capture
+
+    def post(self, *events, path="/line/webhook/", secret=CHANNEL_SECRET, signature=None, body=None):
+        if body is None:
+            if all(event["type"] != "messageEdited" for event in events):
+                validate_webhook_payload(payload(*events))
+            body = payload_bytes(*events)
+        raw = body
+        headers = {} if signature is False else {"HTTP_X_LINE_SIGNATURE": signature or sign(raw, secret)}
+        with self.capture(execute=True):
+            return self.client.post(path, data=raw, content_type="application/json", **headers)
+
+
+@pytest.fixture
+def webhook(client, django_capture_on_commit_callbacks, channel, line_api, preset):
+    return Webhook(client, django_capture_on_commit_callbacks)

@@ -1,0 +1,126 @@
+"""The real thing: gunicorn and a qcluster process, signed webhooks over HTTP, replies at fake LINE."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+
+from conversations.models import LineChannel, Message, Status
+from models_registry.models import BackendKind, ModelBackend, SamplingPreset
+from tests.conftest import ACCESS_TOKEN, CHANNEL_SECRET
+from tests.fakes import webhooks as ev
+from tests.fakes.line_api import FakeLineAPI
+from tests.fakes.ollama import FakeOllama
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def fakes():
+    with FakeLineAPI(access_token=ACCESS_TOKEN) as line_api, FakeOllama(models=("gemma3:4b",)) as ollama_server:
+        yield line_api, ollama_server
+
+
+@pytest.fixture
+def running_bot(fakes):
+    line_api, ollama_server = fakes
+    backend = ModelBackend.objects.create(
+        name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url, model="gemma3:4b"
+    )
+    SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
+    LineChannel.objects.create(
+        name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN, is_default=True
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "LINE_API_HOST": line_api.url,
+        "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}",
+        "Q_WORKERS": "2",
+        "Q_SYNC": "",
+        "PYTHONUNBUFFERED": "1",
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            assert all(p.poll() is None for p in processes), "a process exited early"
+            time.sleep(0.2)
+        yield base, line_api
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                output, _ = process.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                output, _ = process.communicate()
+            if b"Traceback" in output:
+                print(output.decode(errors="replace"))
+
+
+def post_signed(base: str, *events) -> httpx.Response:
+    body, headers = ev.signed_request(*events, channel_secret=CHANNEL_SECRET)
+    return httpx.post(f"{base}/line/webhook/", content=body, headers=headers, timeout=5)
+
+
+def test_signed_webhooks_over_http_are_answered_by_the_worker(running_bot):
+    base, line_api = running_bot
+    direct = ev.text_message_event("你好, real server", user_id="U" + "e1" * 16)
+    in_group = ev.text_message_event("and in a group", source="group", mention_self=True)
+    chatter = ev.text_message_event("not for the bot", source="group")
+    assert post_signed(base, direct).status_code == 200
+    assert post_signed(base, in_group, chatter).status_code == 200
+    redelivered = {**direct, "deliveryContext": {"isRedelivery": True}}
+    assert post_signed(base, redelivered).json()["duplicates"] == 1
+    assert httpx.post(f"{base}/line/webhook/", content=b"{}", headers={"X-Line-Signature": "bad"}).status_code == 403
+
+    line_api.wait_for(lambda fake: len(fake.delivered) >= 2, timeout=60)
+    time.sleep(1)  # anything extra (a duplicate) would arrive now
+    assert sorted(line_api.delivered_texts()) == ["echo: @Bot and in a group", "echo: 你好, real server"]
+    assert line_api.validation_errors == []
+    statuses = dict(Message.objects.filter(direction="in").values_list("text", "status"))
+    assert statuses == {
+        "你好, real server": Status.REPLIED,
+        "@Bot and in a group": Status.REPLIED,
+        "not for the bot": Status.SKIPPED,
+    }
