@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
+from http.client import HTTPConnection
 import json
 import re
 import select
+import ssl
 import subprocess
 import sys
 import time
@@ -57,6 +58,15 @@ REPO = Path(__file__).resolve().parents[1]
 USER_ID = webhooks.DEFAULT_USER_ID
 GROUP_ID = webhooks.DEFAULT_GROUP_ID
 needs_spec = pytest.mark.skipif(spec_dir() is None, reason="LINE OpenAPI spec directory not found")
+# httpx loads the CA bundle for every new client (~50 ms); one shared context
+# keeps the many short-lived clients below cheap.
+SSL_CONTEXT = ssl.create_default_context()
+
+
+@pytest.fixture
+def http():
+    with httpx.Client(verify=SSL_CONTEXT, timeout=5) as client:
+        yield client
 
 
 # -- base server ----------------------------------------------------------------
@@ -80,8 +90,8 @@ def echo_fake():
         yield fake
 
 
-def test_base_records_request_details(echo_fake):
-    response = httpx.post(f"{echo_fake.url}/things/7?a=1&b=two", json={"x": 1}, headers={"X-Custom": "yes"})
+def test_base_records_request_details(echo_fake, http):
+    response = http.post(f"{echo_fake.url}/things/7?a=1&b=two", json={"x": 1}, headers={"X-Custom": "yes"})
 
     assert response.json() == {"id": 7, "got": {"x": 1}}
     recorded = echo_fake.last("thing")
@@ -93,15 +103,15 @@ def test_base_records_request_details(echo_fake):
     assert echo_fake.count("thing") == 1 and echo_fake.stats() == {"thing": 1}
 
 
-def test_base_unknown_path_and_method(echo_fake):
-    assert httpx.get(f"{echo_fake.url}/nowhere").status_code == 404
-    wrong_method = httpx.get(f"{echo_fake.url}/things/1")
+def test_base_unknown_path_and_method(echo_fake, http):
+    assert http.get(f"{echo_fake.url}/nowhere").status_code == 404
+    wrong_method = http.get(f"{echo_fake.url}/things/1")
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert echo_fake.stats() == {"unmatched": 2}
 
 
 def test_base_keeps_connections_alive(echo_fake):
-    connection = http.client.HTTPConnection("127.0.0.1", echo_fake.port, timeout=5)
+    connection = HTTPConnection("127.0.0.1", echo_fake.port, timeout=5)
     for index in range(3):
         connection.request("POST", f"/things/{index}", body=b"{}", headers={"Content-Type": "application/json"})
         response = connection.getresponse()
@@ -114,42 +124,42 @@ def test_base_keeps_connections_alive(echo_fake):
     connection.close()
 
 
-def test_base_fail_next_and_delay(echo_fake):
+def test_base_fail_next_and_delay(echo_fake, http):
     echo_fake.fail_next("thing", 503, {"error": "down"}, count=2, headers={"Retry-After": "1"})
-    first = httpx.post(f"{echo_fake.url}/things/1", json={})
+    first = http.post(f"{echo_fake.url}/things/1", json={})
     assert (first.status_code, first.json(), first.headers["retry-after"]) == (503, {"error": "down"}, "1")
-    assert httpx.post(f"{echo_fake.url}/things/1", json={}).status_code == 503
-    assert httpx.post(f"{echo_fake.url}/things/1", json={}).status_code == 200
+    assert http.post(f"{echo_fake.url}/things/1", json={}).status_code == 503
+    assert http.post(f"{echo_fake.url}/things/1", json={}).status_code == 200
 
     echo_fake.set_delay("thing", 0.5)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{echo_fake.url}/things/1", json={}, timeout=0.1)
+        http.post(f"{echo_fake.url}/things/1", json={}, timeout=0.1)
     with pytest.raises(ValueError, match="unknown endpoint 'thingz'"):
         echo_fake.fail_next("thingz", 500)
 
 
-def test_base_handler_crash_is_500_and_recorded(echo_fake, capsys):
-    response = httpx.get(f"{echo_fake.url}/boom")
+def test_base_handler_crash_is_500_and_recorded(echo_fake, capsys, http):
+    response = http.get(f"{echo_fake.url}/boom")
     assert response.status_code == 500
     assert "RuntimeError: handler bug" in echo_fake.handler_errors[0]
     capsys.readouterr()
 
 
-def test_base_wait_for_and_reset(echo_fake):
-    httpx.post(f"{echo_fake.url}/things/1", json={})
+def test_base_wait_for_and_reset(echo_fake, http):
+    http.post(f"{echo_fake.url}/things/1", json={})
     assert echo_fake.wait_for(lambda fake: fake.count("thing") == 1, timeout=1)
     with pytest.raises(AssertionError, match=r"still false after 0.05s[\s\S]*POST /things/1 \[thing\] -> 200"):
         echo_fake.wait_for(lambda fake: fake.count("thing") == 2, timeout=0.05)
     echo_fake.fail_next("thing", 500)
     echo_fake.reset()
     assert echo_fake.requests == [] and echo_fake.stats() == {}
-    assert httpx.post(f"{echo_fake.url}/things/1", json={}).status_code == 200
+    assert http.post(f"{echo_fake.url}/things/1", json={}).status_code == 200
 
 
 def test_base_stop_closes_idle_keepalive_connections():
     fake = EchoFake().start()
     url = fake.url
-    with httpx.Client() as client:
+    with httpx.Client(verify=SSL_CONTEXT) as client:
         assert client.post(f"{url}/things/1", json={}).status_code == 200
         started = time.monotonic()
         fake.stop()
@@ -173,9 +183,8 @@ def line_api(fake_line_api):
         yield MessagingApi(client)
 
 
-def raw_line_post(fake: FakeLineAPI, path: str, body: dict, **headers: str) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {LINE_ACCESS_TOKEN}", **headers}
-    return httpx.post(f"{fake.url}{path}", json=body, headers=headers)
+def raw_line_post(http: httpx.Client, fake: FakeLineAPI, path: str, body: dict) -> httpx.Response:
+    return http.post(f"{fake.url}{path}", json=body, headers={"Authorization": f"Bearer {LINE_ACCESS_TOKEN}"})
 
 
 def test_line_reply_is_delivered(fake_line_api, line_api):
@@ -254,7 +263,7 @@ def test_line_push_rejects_bad_retry_key_and_bad_target(fake_line_api, line_api)
     assert fake_line_api.delivered == []
 
 
-def test_line_loading_animation(fake_line_api, line_api):
+def test_line_loading_animation(fake_line_api, line_api, http):
     response = line_api.show_loading_animation_with_http_info(
         ShowLoadingAnimationRequest(chat_id=USER_ID, loading_seconds=20)
     )
@@ -262,7 +271,7 @@ def test_line_loading_animation(fake_line_api, line_api):
     assert fake_line_api.last("loading").json == {"chatId": USER_ID, "loadingSeconds": 20}
 
     for bad in ({"chatId": USER_ID, "loadingSeconds": 7}, {"chatId": GROUP_ID, "loadingSeconds": 5}):
-        assert raw_line_post(fake_line_api, "/v2/bot/chat/loading/start", bad).status_code == 400
+        assert raw_line_post(http, fake_line_api, "/v2/bot/chat/loading/start", bad).status_code == 400
     assert len(fake_line_api.validation_errors) == 2
 
 
@@ -276,8 +285,8 @@ def test_line_rejects_wrong_access_token(fake_line_api):
 
 
 @needs_spec
-def test_line_invalid_body_is_rejected_by_openapi_schema(fake_line_api):
-    response = raw_line_post(fake_line_api, "/v2/bot/message/reply", {"replyToken": "t", "messages": [{"type": "text"}]})
+def test_line_invalid_body_is_rejected_by_openapi_schema(fake_line_api, http):
+    response = raw_line_post(http, fake_line_api, "/v2/bot/message/reply", {"replyToken": "t", "messages": [{"type": "text"}]})
 
     assert response.status_code == 400
     assert response.json() == {
@@ -288,18 +297,18 @@ def test_line_invalid_body_is_rejected_by_openapi_schema(fake_line_api):
     assert fake_line_api.delivered == []
 
 
-def test_line_invalid_body_is_rejected_by_sdk_models(fake_line_api):
+def test_line_invalid_body_is_rejected_by_sdk_models(fake_line_api, http):
     fake_line_api._spec = None  # as when the spec directory is missing
-    response = raw_line_post(fake_line_api, "/v2/bot/message/reply", {"replyToken": "t", "messages": [{"type": "nope"}]})
+    response = raw_line_post(http, fake_line_api, "/v2/bot/message/reply", {"replyToken": "t", "messages": [{"type": "nope"}]})
 
     assert response.status_code == 400
     assert fake_line_api.validation_errors[0]["layer"] == "sdk"
     assert fake_line_api.last("reply").notes["spec_checked"] is False
 
 
-def test_line_rejects_six_messages(fake_line_api):
+def test_line_rejects_six_messages(fake_line_api, http):
     body = {"replyToken": "t", "messages": [{"type": "text", "text": str(i)} for i in range(6)]}
-    response = raw_line_post(fake_line_api, "/v2/bot/message/reply", body)
+    response = raw_line_post(http, fake_line_api, "/v2/bot/message/reply", body)
 
     assert response.status_code == 400
     assert response.json()["details"] == [{"message": "Size must be between 1 and 5", "property": "messages"}]
@@ -455,9 +464,13 @@ def test_webhook_validation_rejects_bad_payloads():
 OLLAMA_OPTIONS = {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "num_predict": 64, "repeat_penalty": 1.1}
 
 
-def test_ollama_chat_non_streaming(fake_ollama):
-    client = ollama.Client(host=fake_ollama.url, timeout=5)
-    response = client.chat(
+@pytest.fixture
+def ollama_client(fake_ollama):
+    return ollama.Client(host=fake_ollama.url, timeout=5, verify=SSL_CONTEXT)
+
+
+def test_ollama_chat_non_streaming(fake_ollama, ollama_client):
+    response = ollama_client.chat(
         model="gemma3:4b", messages=[{"role": "user", "content": "how are you"}], options=OLLAMA_OPTIONS
     )
 
@@ -469,11 +482,10 @@ def test_ollama_chat_non_streaming(fake_ollama):
     assert fake_ollama.chat_requests[0]["stream"] is False
 
 
-def test_ollama_chat_streaming(fake_ollama):
-    client = ollama.Client(host=fake_ollama.url, timeout=5)
+def test_ollama_chat_streaming(fake_ollama, ollama_client):
     fake_ollama.responder = lambda messages, options: f"{len(messages)} messages at t={options['temperature']}"
     parts = list(
-        client.chat(
+        ollama_client.chat(
             model="gemma3:4b",
             messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
             options={"temperature": 0.5},
@@ -487,53 +499,49 @@ def test_ollama_chat_streaming(fake_ollama):
     assert fake_ollama.last("chat").status == 200
 
 
-def test_ollama_num_predict_truncates(fake_ollama):
-    client = ollama.Client(host=fake_ollama.url, timeout=5)
-    response = client.chat(
+def test_ollama_num_predict_truncates(fake_ollama, ollama_client):
+    response = ollama_client.chat(
         model="gemma3:4b", messages=[{"role": "user", "content": "a b c d e"}], options={"num_predict": 2}
     )
     assert response.done_reason == "length" and response.eval_count == 2
 
 
-def test_ollama_list_show_version(fake_ollama):
-    client = ollama.Client(host=fake_ollama.url, timeout=5)
-    listed = client.list()
+def test_ollama_list_show_version(fake_ollama, ollama_client, http):
+    listed = ollama_client.list()
     assert [m.model for m in listed.models] == ["gemma3:4b"]
     entry = listed.models[0]
     assert re.fullmatch(r"[0-9a-f]{64}", entry.digest) and entry.size > 1e9
     assert entry.details.parameter_size == "4B" and entry.details.quantization_level == "Q4_K_M"
-    shown = client.show("gemma3:4b")
+    shown = ollama_client.show("gemma3:4b")
     assert shown.details.family == "gemma3" and "completion" in shown.capabilities
-    assert httpx.get(f"{fake_ollama.url}/api/version").json() == {"version": "0.9.0"}
-    assert httpx.get(fake_ollama.url).text == "Ollama is running"
+    assert http.get(f"{fake_ollama.url}/api/version").json() == {"version": "0.9.0"}
+    assert http.get(fake_ollama.url).text == "Ollama is running"
 
 
-def test_ollama_unknown_model_and_bad_options(fake_ollama):
-    client = ollama.Client(host=fake_ollama.url, timeout=5)
+def test_ollama_unknown_model_and_bad_options(fake_ollama, ollama_client):
     with pytest.raises(ollama.ResponseError) as error:
-        client.chat(model="llama9", messages=[{"role": "user", "content": "x"}])
+        ollama_client.chat(model="llama9", messages=[{"role": "user", "content": "x"}])
     assert error.value.status_code == 404
     assert error.value.error == 'model "llama9" not found, try pulling it first'
     with pytest.raises(ollama.ResponseError) as error:
-        client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}], options={"top_k": "many"})
+        ollama_client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}], options={"top_k": "many"})
     assert error.value.status_code == 400 and "top_k" in error.value.error
     with pytest.raises(ollama.ResponseError) as error:
-        client.show("llama9")
+        ollama_client.show("llama9")
     assert error.value.status_code == 404
 
 
-def test_ollama_injected_failure(fake_ollama):
+def test_ollama_injected_failure(fake_ollama, ollama_client):
     fake_ollama.fail_next("chat", 500)
-    client = ollama.Client(host=fake_ollama.url, timeout=5)
     with pytest.raises(ollama.ResponseError) as error:
-        client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}])
+        ollama_client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}])
     assert error.value.status_code == 500
-    assert client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}]).message.content == "echo: x"
+    assert ollama_client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}]).message.content == "echo: x"
 
 
 def test_ollama_slow_server_times_out(fake_ollama):
     fake_ollama.set_delay("chat", 2)
-    client = ollama.Client(host=fake_ollama.url, timeout=0.5)
+    client = ollama.Client(host=fake_ollama.url, timeout=0.5, verify=SSL_CONTEXT)
     started = time.monotonic()
     with pytest.raises(httpx.TimeoutException):
         client.chat(model="gemma3:4b", messages=[{"role": "user", "content": "x"}])
@@ -554,9 +562,13 @@ REPLICATE_INPUT = {
 }
 
 
+def replicate_client_for(url: str, token: str) -> replicate.Client:
+    return replicate.Client(api_token=token, base_url=url, transport=httpx.HTTPTransport(verify=SSL_CONTEXT))
+
+
 @pytest.fixture
 def replicate_client(fake_replicate):
-    return replicate.Client(api_token=REPLICATE_TOKEN, base_url=fake_replicate.url)
+    return replicate_client_for(fake_replicate.url, REPLICATE_TOKEN)
 
 
 def test_replicate_prediction_polls_to_success(fake_replicate, replicate_client):
@@ -594,7 +606,7 @@ def test_replicate_models_and_model_form(fake_replicate, replicate_client):
 
 def test_replicate_errors(fake_replicate, replicate_client):
     with pytest.raises(ReplicateError) as error:
-        replicate.Client(api_token="r8_wrong", base_url=fake_replicate.url).models.get(MODEL)
+        replicate_client_for(fake_replicate.url, "r8_wrong").models.get(MODEL)
     assert (error.value.status, error.value.title) == (401, "Unauthenticated")
     assert error.value.detail == "You did not pass a valid authentication token"
 
@@ -634,7 +646,7 @@ def test_replicate_cancel_and_injected_failure(fake_replicate, replicate_client)
 # -- OpenAI-compatible ---------------------------------------------------------------------
 
 
-def test_openai_chat_completion_records_sampling_params(fake_openai):
+def test_openai_chat_completion_records_sampling_params(fake_openai, http):
     body = {
         "model": "llama-3.1-8b",
         "messages": [{"role": "system", "content": "short"}, {"role": "user", "content": "ping pong"}],
@@ -644,7 +656,7 @@ def test_openai_chat_completion_records_sampling_params(fake_openai):
         "top_k": 20,
         "repetition_penalty": 1.15,
     }
-    response = httpx.post(f"{fake_openai.url}/v1/chat/completions", json=body)
+    response = http.post(f"{fake_openai.url}/v1/chat/completions", json=body)
 
     data = response.json()
     assert response.status_code == 200 and data["object"] == "chat.completion"
@@ -654,9 +666,9 @@ def test_openai_chat_completion_records_sampling_params(fake_openai):
     assert fake_openai.chat_requests == [body]
 
 
-def test_openai_streaming_sse(fake_openai):
+def test_openai_streaming_sse(fake_openai, http):
     body = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "a b c"}], "stream": True, "max_tokens": 3}
-    with httpx.stream("POST", f"{fake_openai.url}/v1/chat/completions", json=body) as response:
+    with http.stream("POST", f"{fake_openai.url}/v1/chat/completions", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
 
@@ -667,87 +679,98 @@ def test_openai_streaming_sse(fake_openai):
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
 
-def test_openai_auth_unknown_model_and_failures():
+def test_openai_auth_unknown_model_and_failures(http):
     with FakeOpenAICompat(api_key="sk-test") as fake:
         message = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "x"}]}
-        unauthorized = httpx.post(f"{fake.url}/v1/chat/completions", json=message)
+        unauthorized = http.post(f"{fake.url}/v1/chat/completions", json=message)
         assert unauthorized.status_code == 401
         assert unauthorized.json()["error"]["code"] == "invalid_api_key"
 
         auth = {"Authorization": "Bearer sk-test"}
-        models = httpx.get(f"{fake.url}/v1/models", headers=auth).json()
+        models = http.get(f"{fake.url}/v1/models", headers=auth).json()
         assert [m["id"] for m in models["data"]] == ["llama-3.1-8b"]
-        missing = httpx.post(f"{fake.url}/v1/chat/completions", json={**message, "model": "gpt-9"}, headers=auth)
+        missing = http.post(f"{fake.url}/v1/chat/completions", json={**message, "model": "gpt-9"}, headers=auth)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
-        bad = httpx.post(f"{fake.url}/v1/chat/completions", json={**message, "temperature": "warm"}, headers=auth)
+        bad = http.post(f"{fake.url}/v1/chat/completions", json={**message, "temperature": "warm"}, headers=auth)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
 
         fake.fail_next("chat", 429)
-        throttled = httpx.post(f"{fake.url}/v1/chat/completions", json=message, headers=auth)
+        throttled = http.post(f"{fake.url}/v1/chat/completions", json=message, headers=auth)
         assert throttled.status_code == 429 and throttled.json()["error"]["type"] == "rate_limit_error"
-        assert httpx.post(f"{fake.url}/v1/chat/completions", json=message, headers=auth).status_code == 200
+        assert http.post(f"{fake.url}/v1/chat/completions", json=message, headers=auth).status_code == 200
 
 
 # -- process mode ---------------------------------------------------------------------------
 
 
-def start_fake_process(module: str, *args: str) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", "0", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    ready, _, _ = select.select([process.stdout], [], [], 30)
+PROCESS_FAKES = {
+    "line_api": ["--access-token", "tok"],
+    "ollama": [],
+    "replicate": [],
+    "openai_compat": [],
+}
+
+
+def await_listening(process: subprocess.Popen, timeout: float = 30) -> str:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
     line = process.stdout.readline() if ready else ""
     match = re.fullmatch(r"LISTENING (http://127\.0\.0\.1:\d+)\n", line)
     if match is None:
         process.kill()
-        pytest.fail(f"{module} did not announce itself, got {line!r}")
-    return process, match.group(1)
+        pytest.fail(f"{process.args} did not announce itself, got {line!r}")
+    return match.group(1)
 
 
-def test_line_api_as_a_process():
-    process, url = start_fake_process("tests.fakes.line_api", "--access-token", "tok")
+@pytest.fixture(scope="module")
+def fake_processes():
+    """Every fake as its own process; started together because imports dominate."""
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", f"tests.fakes.{name}", "--port", "0", *args], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
+        for name, args in PROCESS_FAKES.items()
+    }
     try:
-        auth = {"Authorization": "Bearer tok"}
-        body = {"replyToken": "r1", "messages": [{"type": "text", "text": "from a process"}]}
-        with httpx.Client(base_url=url, headers=auth) as client:
-            assert client.post("/v2/bot/message/reply", json=body).status_code == 200
-            recorded = client.get("/__fake__/requests").json()
-            assert [(r["endpoint"], r["json"], r["status"]) for r in recorded] == [("reply", body, 200)]
-            assert client.get("/__fake__/stats").json() == {"reply": 1}
-            assert client.get("/__fake__/state").json()["delivered"] == [
-                {"endpoint": "reply", "target": "r1", "texts": ["from a process"]}
-            ]
-
-            client.post("/__fake__/fail_next", json={"endpoint": "reply", "status": 429})
-            assert client.post("/v2/bot/message/reply", json={**body, "replyToken": "r2"}).status_code == 429
-            assert client.post("/__fake__/reset").status_code == 200
-            assert client.get("/__fake__/requests").json() == []
+        yield {name: (process, await_listening(process)) for name, process in processes.items()}
     finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=10)
 
 
-@pytest.mark.parametrize(
-    ("module", "path"),
-    [("tests.fakes.ollama", "/api/tags"), ("tests.fakes.replicate", None), ("tests.fakes.openai_compat", "/v1/models")],
-)
-def test_llm_fakes_as_processes(module, path):
-    process, url = start_fake_process(module)
-    try:
-        if path is None:
-            client = replicate.Client(api_token="r8_test", base_url=url)
-            assert client.models.get(MODEL).name == "gemma-3-4b-it"
-        else:
-            assert httpx.get(f"{url}{path}").status_code == 200
-        stats = httpx.get(f"{url}/__fake__/stats").json()
-        assert sum(stats.values()) == 1
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+def test_line_api_as_a_process(fake_processes, http):
+    process, url = fake_processes["line_api"]
+    auth = {"Authorization": "Bearer tok"}
+    body = {"replyToken": "r1", "messages": [{"type": "text", "text": "from a process"}]}
+
+    assert http.post(f"{url}/v2/bot/message/reply", json=body, headers=auth).status_code == 200
+    recorded = http.get(f"{url}/__fake__/requests").json()
+    assert [(r["endpoint"], r["json"], r["status"]) for r in recorded] == [("reply", body, 200)]
+    assert http.get(f"{url}/__fake__/stats").json() == {"reply": 1}
+    assert http.get(f"{url}/__fake__/state").json()["delivered"] == [
+        {"endpoint": "reply", "target": "r1", "texts": ["from a process"]}
+    ]
+
+    http.post(f"{url}/__fake__/fail_next", json={"endpoint": "reply", "status": 429})
+    assert http.post(f"{url}/v2/bot/message/reply", json={**body, "replyToken": "r2"}, headers=auth).status_code == 429
+    assert http.post(f"{url}/__fake__/reset").status_code == 200
+    assert http.get(f"{url}/__fake__/requests").json() == []
+
+    process.terminate()
+    assert process.wait(timeout=10) == 0
 
 
-def test_control_endpoints_are_off_in_process_less_mode(fake_line_api):
-    assert httpx.get(f"{fake_line_api.url}/__fake__/requests").status_code == 404
+@pytest.mark.parametrize("name", ["ollama", "replicate", "openai_compat"])
+def test_llm_fakes_as_processes(fake_processes, name, http):
+    process, url = fake_processes[name]
+    if name == "replicate":
+        assert replicate_client_for(url, "r8_test").models.get(MODEL).name == "gemma-3-4b-it"
+    else:
+        assert http.get(f"{url}{'/api/tags' if name == 'ollama' else '/v1/models'}").status_code == 200
+    assert sum(http.get(f"{url}/__fake__/stats").json().values()) == 1
+    assert process.poll() is None
+
+
+def test_control_endpoints_are_off_in_process_less_mode(fake_line_api, http):
+    assert http.get(f"{fake_line_api.url}/__fake__/requests").status_code == 404
