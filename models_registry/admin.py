@@ -7,18 +7,11 @@ from linebot_site.forms import SecretField, SecretFieldsMixin
 from .models import ModelBackend, SamplingPreset
 
 
-def _https_by_default(field: models.Field, **kwargs) -> forms.Field | None:
-    if isinstance(field, models.URLField):
-        kwargs["assume_scheme"] = "https"
-    return field.formfield(**kwargs)
-
-
 class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
     secret_fields = ("api_key",)
     api_key = SecretField(label="API key")
 
     class Meta:
-        formfield_callback = _https_by_default
         model = ModelBackend
         fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled"]
 
@@ -26,6 +19,7 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
 @admin.register(ModelBackend)
 class ModelBackendAdmin(admin.ModelAdmin):
     form = ModelBackendForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "kind", "model", "base_url", "is_local", "enabled"]
     list_filter = ["kind", "is_local", "enabled"]
     search_fields = ["name", "model"]

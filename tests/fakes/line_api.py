@@ -27,7 +27,6 @@ AUTH_FAILED = "Authentication failed. Confirm that the access token in the autho
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CHAT_ID = re.compile(r"[UCR][0-9a-f]{32}")
 _USER_ID = re.compile(r"U[0-9a-f]{32}")
-_ID = r"(?P<{}>[^/]+)"
 _TEXT_TYPES = ("text", "textV2")
 
 
@@ -211,14 +210,16 @@ class FakeLineAPI(FakeServer):
     def _validate(self, request: RecordedRequest, schema: str, model: Any) -> Response | None:
         body = request.json
         if not isinstance(body, dict):
-            return self._reject(request, "json", [{"message": "The request body must be a JSON object", "property": ""}])
+            details = [{"message": "The request body must be a JSON object", "property": ""}]
+            return self._reject(request, "json", details)
         request.notes["spec_checked"] = self._spec is not None
-        spec_errors = self._spec.errors(schema, body) if self._spec else []
-        for layer, details in (
-            ("limits", _limit_errors(body)),
-            ("openapi", spec_errors),
-            ("sdk", _sdk_errors(model, request.text)),
-        ):
+        checks = (
+            ("limits", lambda: _limit_errors(body)),
+            ("openapi", lambda: self._spec.errors(schema, body) if self._spec else []),
+            ("sdk", lambda: _sdk_errors(model, request.text)),
+        )
+        for layer, check in checks:
+            details = check()
             if details:
                 return self._reject(request, layer, details)
         return None
@@ -232,13 +233,13 @@ class FakeLineAPI(FakeServer):
 
     # -- profiles and info -----------------------------------------------------
 
-    @route("GET", r"/v2/bot/profile/" + _ID.format("user_id"), "profile")
+    @route("GET", r"/v2/bot/profile/(?P<user_id>[^/]+)", "profile")
     def profile(self, request: RecordedRequest, user_id: str) -> Response:
         if user_id in self.missing_ids:
             return line_error(404, "Not found")
         return json_response(200, self._profile(user_id, full=True))
 
-    @route("GET", r"/v2/bot/group/" + _ID.format("group_id") + r"/summary", "group_summary")
+    @route("GET", r"/v2/bot/group/(?P<group_id>[^/]+)/summary", "group_summary")
     def group_summary(self, request: RecordedRequest, group_id: str) -> Response:
         if group_id in self.missing_ids:
             return line_error(404, "Not found")
@@ -248,7 +249,7 @@ class FakeLineAPI(FakeServer):
             {"groupId": group_id, "groupName": name, "pictureUrl": f"https://profile.line-scdn.net/{group_id}"},
         )
 
-    @route("GET", r"/v2/bot/(?:group|room)/" + _ID.format("chat_id") + r"/member/" + _ID.format("user_id"), "member_profile")
+    @route("GET", r"/v2/bot/(?:group|room)/(?P<chat_id>[^/]+)/member/(?P<user_id>[^/]+)", "member_profile")
     def member_profile(self, request: RecordedRequest, chat_id: str, user_id: str) -> Response:
         if chat_id in self.missing_ids or user_id in self.missing_ids:
             return line_error(404, "Not found")

@@ -23,7 +23,8 @@ NDJSON_TYPE = "application/x-ndjson"
 VERSION = "0.9.0"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 INT_OPTIONS = frozenset(
-    {"num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread"}
+    {"num_keep", "seed", "num_predict", "top_k", "repeat_last_n"}
+    | {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread"}
 )
 FLOAT_OPTIONS = frozenset(
     {"min_p", "typical_p", "top_p", "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty"}
@@ -79,7 +80,8 @@ class FakeOllama(FakeServer):
         return dict(self.last("chat").json.get("options") or {})
 
     def error_body(self, status: int, message: str | None = None) -> dict:
-        return {"error": message or {429: "too many requests", 500: "llama runner process has terminated"}.get(status, "error")}
+        defaults = {429: "too many requests", 500: "llama runner process has terminated"}
+        return {"error": message or defaults.get(status, "error")}
 
     # -- endpoints -------------------------------------------------------------
 

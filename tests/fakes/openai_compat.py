@@ -18,6 +18,7 @@ from .base import FakeServer, RecordedRequest, Response, json_response, route
 from .llm import count_tokens, echo_chat, prompt_text, split_tokens, truncate
 
 SSE_TYPE = "text/event-stream; charset=utf-8"
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 ChatResponder = Callable[[list[dict], dict], str]
 
 # Sampling fields checked like vLLM does: name -> (types, minimum, maximum).
@@ -160,7 +161,14 @@ class FakeOpenAICompat(FakeServer):
                 time.sleep(self.chunk_interval)
         yield event({}, reason)
         if usage is not None:
-            chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}
+            chunk = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
@@ -187,7 +195,7 @@ def _check_messages(messages: Any) -> Response | None:
     if not isinstance(messages, list) or not messages:
         return openai_error(400, "'messages' must be a non-empty array", param="messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool", "developer"):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
             return openai_error(400, f"Invalid role in messages[{index}]", param=f"messages.[{index}].role")
         if not isinstance(message.get("content"), (str, list)):
             return openai_error(400, f"Invalid content in messages[{index}]", param=f"messages.[{index}].content")

@@ -58,7 +58,9 @@ def new_quote_token() -> str:
     return secrets.token_urlsafe(48)
 
 
-def mentionee(index: int, length: int, *, user_id: str | None = None, is_self: bool = False, all_members: bool = False) -> dict:
+def mentionee(
+    index: int, length: int, *, user_id: str | None = None, is_self: bool = False, all_members: bool = False
+) -> dict:
     """One ``mention.mentionees`` entry; indexes refer to the final message text."""
     if all_members:
         return {"index": index, "length": length, "type": "all"}
