@@ -150,6 +150,12 @@ class _HTTPServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-request (timeouts, killed benchmarks) are
+        # expected here; anything else is a bug worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     def close_open_connections(self) -> None:
         with self.connections_lock:
             connections = list(self.open_connections)
@@ -229,7 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
         response = self.server.fake.handle(request)
         try:
             self._write(response, head_only=self.command == "HEAD")
-        except (BrokenPipeError, ConnectionResetError):
+            self.wfile.flush()
+        except ConnectionError:
+            # The client gave up (e.g. its timeout fired during a delay).
             self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
