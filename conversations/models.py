@@ -20,6 +20,14 @@ class LineChannel(models.Model):
     is_default = models.BooleanField(
         _("default channel"), default=False, help_text=_("Served at /line/webhook/ without a slug.")
     )
+    mask_before_storing = models.BooleanField(
+        _("mask PII before storing"), default=False,
+        help_text=_("Store messages with e-mail addresses, phone, ID and card numbers masked."),
+    )
+    mask_before_cloud = models.BooleanField(
+        _("mask PII before cloud backends"), default=True,
+        help_text=_("Mask PII in what is sent to a backend that is not local."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,6 +74,13 @@ class Chat(models.Model):
         _("local only"), default=False, help_text=_("Never send this chat's messages to a cloud backend.")
     )
     is_active = models.BooleanField(_("active"), default=True)
+    retention_days = models.PositiveIntegerField(
+        _("retention (days)"), null=True, blank=True,
+        help_text=_("Overrides the global retention for this chat. Empty: use the global setting."),
+    )
+    legal_hold = models.BooleanField(
+        _("legal hold"), default=False, help_text=_("Suspends all deletion of this chat's messages.")
+    )
     profile_fetched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -121,7 +136,13 @@ class Message(models.Model):
     delivered_calls = models.PositiveSmallIntegerField(default=0)
     edited = models.BooleanField(default=False)
     unsent = models.BooleanField(default=False)
-    redacted = models.BooleanField(default=False)
+    redacted = models.BooleanField(_("redacted"), default=False)
+    redacted_at = models.DateTimeField(null=True, blank=True)
+    redacted_by = models.CharField(max_length=150, blank=True, default="")
+    redaction_reason = models.CharField(max_length=500, blank=True, default="")
+    # HMAC-SHA256 of the original text: confirms a disputed original, cannot restore it.
+    original_hmac = models.CharField(max_length=64, blank=True, default="")
+    erased = models.BooleanField(_("erased"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -132,6 +153,9 @@ class Message(models.Model):
             models.Index(fields=["chat", "-id"], name="message_chat_recent"),
             models.Index(fields=["status", "status_changed_at"], name="message_status_age"),
             models.Index(fields=["line_message_id"], name="message_line_id"),
+            models.Index(fields=["chat", "event_at"], name="message_chat_age"),
+            models.Index(fields=["line_user_id", "id"], name="message_sender"),
+            models.Index(fields=["event_at", "id"], name="message_time"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -141,3 +165,63 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_direction_display()} #{self.pk}"
+
+
+class PrivacyPolicy(models.Model):
+    """The installation's one privacy policy (a single row): retention and what PII is."""
+
+    retention_days = models.PositiveIntegerField(
+        _("retention (days)"), null=True, blank=True,
+        help_text=_("Delete messages older than this many days. Empty: keep them."),
+    )
+    mask_email = models.BooleanField(_("e-mail addresses"), default=True)
+    mask_phone = models.BooleanField(_("phone numbers"), default=True)
+    mask_national_id = models.BooleanField(_("national ID and resident certificate numbers"), default=True)
+    mask_credit_card = models.BooleanField(_("credit card numbers"), default=True)
+    mask_ip_address = models.BooleanField(_("IP addresses"), default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("privacy policy")
+        verbose_name_plural = _("privacy policy")
+
+    def __str__(self) -> str:
+        return str(_("Privacy policy"))
+
+
+class AuditAction(models.TextChoices):
+    VIEW_CONVERSATION = "view_conversation", _("viewed a conversation")
+    REDACT = "redact", _("redacted a message")
+    EXPORT = "export", _("exported conversations")
+    EXPORT_USER = "export_user", _("exported a user's data")
+    ERASE_USER = "erase_user", _("erased a user")
+    PURGE = "purge", _("purged expired messages")
+    RETENTION_CHANGE = "retention_change", _("changed retention")
+    PRESET_CHANGE = "preset_change", _("changed a preset")
+    BACKEND_CHANGE = "backend_change", _("changed a backend")
+    CHANNEL_CHANGE = "channel_change", _("changed a channel")
+    CHAT_CHANGE = "chat_change", _("changed a chat")
+    PRIVACY_CHANGE = "privacy_change", _("changed the privacy policy")
+    RETRY = "retry", _("retried a message")
+    ADMIN_LOGIN = "admin_login", _("logged in to the admin")
+
+
+class AuditEvent(models.Model):
+    """One operator action on logs or settings. Copies, not foreign keys, so it outlives both."""
+
+    created_at = models.DateTimeField(_("time"), db_index=True)
+    actor_id = models.IntegerField(_("user id"), null=True, blank=True)
+    actor_username = models.CharField(_("user"), max_length=150, blank=True, default="")
+    action = models.CharField(_("action"), max_length=32, choices=AuditAction.choices)
+    target_type = models.CharField(_("target type"), max_length=64, blank=True, default="")
+    target_id = models.CharField(_("target id"), max_length=128, blank=True, default="")
+    details = models.JSONField(_("details"), default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit log")
+        indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_time")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action}"

@@ -5,7 +5,7 @@ from django.db.models import Q
 
 from models_registry.models import SamplingPreset
 
-from .models import Chat, Direction, LineChannel, Message
+from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy
 
 _CHANNEL_TTL = 10.0
 _channel_cache: dict[str | None, tuple[float, LineChannel | None]] = {}
@@ -55,3 +55,20 @@ def prompt_history(*, message: Message, turns: int) -> list[Message]:
         .only("id", "direction", "text")[: turns + 1]
     )
     return list(reversed(rows))
+
+
+_policy_cache: list = []
+
+
+def privacy_policy() -> PrivacyPolicy:
+    """The single privacy-policy row (created on first use), cached like channels."""
+    now = time.monotonic()
+    if _policy_cache and _policy_cache[0] > now:
+        return _policy_cache[1]
+    policy, _ = PrivacyPolicy.objects.get_or_create(pk=1)
+    _policy_cache[:] = [now + _CHANNEL_TTL, policy]
+    return policy
+
+
+def forget_cached_policy() -> None:
+    _policy_cache.clear()

@@ -456,12 +456,21 @@ def sweep_stuck_messages(*, now: datetime | None = None, limit: int = 1000) -> S
 
 
 def ensure_schedules() -> None:
+    """The periodic jobs, created once; an operator may retime them in the admin."""
     Schedule.objects.get_or_create(
         name="Sweep stuck messages",
         defaults={
             "func": "conversations.tasks.sweep_stuck_messages",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    Schedule.objects.get_or_create(
+        name="Purge expired messages",
+        defaults={
+            "func": "conversations.tasks.purge_expired",
+            "schedule_type": Schedule.DAILY,
             "repeats": -1,
         },
     )

@@ -1,5 +1,5 @@
 """django-q2 entry points: thin wrappers over services."""
-from . import services
+from . import retention, services
 
 
 def answer_message(message_id: int) -> None:
@@ -13,3 +13,8 @@ def refresh_chat_profile(chat_id: int) -> None:
 def sweep_stuck_messages() -> str:
     result = services.sweep_stuck_messages()
     return f"requeued {result.requeued}, failed {result.failed}"
+
+
+def purge_expired() -> str:
+    report = retention.purge_expired(actor="schedule")
+    return f"deleted {report.messages} messages in {len(report.chats)} chats"

@@ -84,6 +84,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": (
             "PRAGMA journal_mode=WAL;"
             "PRAGMA synchronous=NORMAL;"
+            # Deleted and redacted text is overwritten on disk, not just unlinked.
+            "PRAGMA secure_delete=ON;"
             "PRAGMA busy_timeout=20000;"
         ),
     }
@@ -122,6 +124,9 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # --- Secrets at rest -------------------------------------------------------------
 # Comma-separated Fernet keys, newest first; older keys still decrypt (rotation).
 FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
+
+# Keys the hashes that confirm a redacted original or an erased user id without storing them.
+AUDIT_HMAC_KEY = os.environ.get("AUDIT_HMAC_KEY") or f"audit:{SECRET_KEY}"
 
 # --- LINE ------------------------------------------------------------------------
 LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")

@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.db import models
 
+from linebot_site.auditing import AuditedModelAdmin
 from linebot_site.forms import SecretField, SecretFieldsMixin
 
 from .models import ModelBackend, SamplingPreset
@@ -17,8 +18,9 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
 
 
 @admin.register(ModelBackend)
-class ModelBackendAdmin(admin.ModelAdmin):
+class ModelBackendAdmin(AuditedModelAdmin):
     form = ModelBackendForm
+    secret_fields = ModelBackendForm.secret_fields
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "kind", "model", "base_url", "is_local", "enabled"]
     list_filter = ["kind", "is_local", "enabled"]
@@ -26,7 +28,7 @@ class ModelBackendAdmin(admin.ModelAdmin):
 
 
 @admin.register(SamplingPreset)
-class SamplingPresetAdmin(admin.ModelAdmin):
+class SamplingPresetAdmin(AuditedModelAdmin):
     list_display = ["name", "backend", "fallback_backend", "temperature", "top_p", "top_k", "max_new_tokens", "is_default"]
     list_select_related = ["backend", "fallback_backend"]
     search_fields = ["name"]

@@ -30,11 +30,14 @@ def sync_tasks(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    selectors.forget_cached_channels()
-    line_client.cache_clear()
+    def forget():
+        selectors.forget_cached_channels()
+        selectors.forget_cached_policy()
+        line_client.cache_clear()
+
+    forget()
     yield
-    selectors.forget_cached_channels()
-    line_client.cache_clear()
+    forget()
 
 
 @pytest.fixture

@@ -131,6 +131,8 @@ def test_base_fail_next_and_delay(echo_fake, http):
         http.post(f"{echo_fake.url}/things/1", json={}, timeout=0.1)
     with pytest.raises(ValueError, match="unknown endpoint 'thingz'"):
         echo_fake.fail_next("thingz", 500)
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        echo_fake.count("thingz")
 
 
 def test_base_handler_crash_is_500_and_recorded(echo_fake, http):
@@ -172,7 +174,7 @@ def test_headers_are_a_case_insensitive_dict():
 
 
 @pytest.fixture
-def line_api(fake_line_api):
+def messaging_api(fake_line_api):
     with ApiClient(Configuration(host=fake_line_api.url, access_token=LINE_ACCESS_TOKEN)) as client:
         yield MessagingApi(client)
 
@@ -181,8 +183,8 @@ def raw_line_post(http: httpx.Client, fake: FakeLineAPI, path: str, body: dict) 
     return http.post(f"{fake.url}{path}", json=body, headers={"Authorization": f"Bearer {LINE_ACCESS_TOKEN}"})
 
 
-def test_line_reply_is_delivered(fake_line_api, line_api):
-    response = line_api.reply_message(
+def test_line_reply_is_delivered(fake_line_api, messaging_api):
+    response = messaging_api.reply_message(
         ReplyMessageRequest(reply_token="token-1", messages=[TextMessage(text="hello"), TextMessage(text="world")])
     )
 
@@ -197,33 +199,33 @@ def test_line_reply_is_delivered(fake_line_api, line_api):
     assert fake_line_api.validation_errors == []
 
 
-def test_line_reply_token_is_single_use(fake_line_api, line_api):
+def test_line_reply_token_is_single_use(fake_line_api, messaging_api):
     request = ReplyMessageRequest(reply_token="once", messages=[TextMessage(text="first")])
-    line_api.reply_message(request)
+    messaging_api.reply_message(request)
 
     with pytest.raises(ApiException) as error:
-        line_api.reply_message(request)
+        messaging_api.reply_message(request)
 
     assert error.value.status == 400
     assert json.loads(error.value.body) == {"message": "Invalid reply token"}
     assert fake_line_api.delivered_texts() == ["first"]
 
 
-def test_line_expired_reply_token(fake_line_api, line_api):
+def test_line_expired_reply_token(fake_line_api, messaging_api):
     fake_line_api.expire_reply_token("stale")
     with pytest.raises(ApiException) as error:
-        line_api.reply_message(ReplyMessageRequest(reply_token="stale", messages=[TextMessage(text="late")]))
+        messaging_api.reply_message(ReplyMessageRequest(reply_token="stale", messages=[TextMessage(text="late")]))
     assert (error.value.status, json.loads(error.value.body)) == (400, {"message": "Invalid reply token"})
     assert fake_line_api.delivered == []
 
 
-def test_line_push_retry_key_prevents_duplicates(fake_line_api, line_api):
+def test_line_push_retry_key_prevents_duplicates(fake_line_api, messaging_api):
     retry_key = str(uuid.uuid4())
     request = PushMessageRequest(to=USER_ID, messages=[TextMessage(text="only once")])
-    first = line_api.push_message_with_http_info(request, x_line_retry_key=retry_key)
+    first = messaging_api.push_message_with_http_info(request, x_line_retry_key=retry_key)
 
     with pytest.raises(ApiException) as error:
-        line_api.push_message(request, x_line_retry_key=retry_key)
+        messaging_api.push_message(request, x_line_retry_key=retry_key)
 
     assert error.value.status == 409
     body = json.loads(error.value.body)
@@ -235,32 +237,32 @@ def test_line_push_retry_key_prevents_duplicates(fake_line_api, line_api):
     assert fake_line_api.last("push").headers["x-line-retry-key"] == retry_key
 
 
-def test_line_push_after_injected_500_is_retried_with_same_key(fake_line_api, line_api):
+def test_line_push_after_injected_500_is_retried_with_same_key(fake_line_api, messaging_api):
     fake_line_api.fail_next("push", 500)
     retry_key = str(uuid.uuid4())
     request = PushMessageRequest(to=USER_ID, messages=[TextMessage(text="retry me")])
     with pytest.raises(ApiException) as error:
-        line_api.push_message(request, x_line_retry_key=retry_key)
+        messaging_api.push_message(request, x_line_retry_key=retry_key)
     assert error.value.status == 500
 
-    line_api.push_message(request, x_line_retry_key=retry_key)
+    messaging_api.push_message(request, x_line_retry_key=retry_key)
     assert fake_line_api.delivered_texts() == ["retry me"]
 
 
-def test_line_push_rejects_bad_retry_key_and_bad_target(fake_line_api, line_api):
+def test_line_push_rejects_bad_retry_key_and_bad_target(fake_line_api, messaging_api):
     request = PushMessageRequest(to=USER_ID, messages=[TextMessage(text="x")])
     with pytest.raises(ApiException) as error:
-        line_api.push_message(request, x_line_retry_key="nope")
+        messaging_api.push_message(request, x_line_retry_key="nope")
     assert error.value.status == 400 and "X-Line-Retry-Key" in json.loads(error.value.body)["message"]
 
     with pytest.raises(ApiException) as error:
-        line_api.push_message(PushMessageRequest(to="U123", messages=[TextMessage(text="x")]))
+        messaging_api.push_message(PushMessageRequest(to="U123", messages=[TextMessage(text="x")]))
     assert error.value.status == 400 and json.loads(error.value.body)["details"][0]["property"] == "to"
     assert fake_line_api.delivered == []
 
 
-def test_line_loading_animation(fake_line_api, line_api, http):
-    response = line_api.show_loading_animation_with_http_info(
+def test_line_loading_animation(fake_line_api, messaging_api, http):
+    response = messaging_api.show_loading_animation_with_http_info(
         ShowLoadingAnimationRequest(chat_id=USER_ID, loading_seconds=20)
     )
     assert response.status_code == 202 and json.loads(response.raw_data) == {}
@@ -314,14 +316,14 @@ def test_line_rejects_six_messages(fake_line_api, http):
     assert fake_line_api.delivered == [] and len(fake_line_api.validation_errors) == 1
 
 
-def test_line_text_limit_counts_utf16_units(fake_line_api, line_api):
+def test_line_text_limit_counts_utf16_units(fake_line_api, messaging_api):
     at_limit = "😀" * 2500  # 2500 code points, 5000 UTF-16 units
     over_limit = at_limit + "a"
     assert (utf16_length(at_limit), utf16_length(over_limit)) == (5000, 5001)
 
-    line_api.reply_message(ReplyMessageRequest(reply_token="ok", messages=[TextMessage(text=at_limit)]))
+    messaging_api.reply_message(ReplyMessageRequest(reply_token="ok", messages=[TextMessage(text=at_limit)]))
     with pytest.raises(ApiException) as error:
-        line_api.reply_message(ReplyMessageRequest(reply_token="too-long", messages=[TextMessage(text=over_limit)]))
+        messaging_api.reply_message(ReplyMessageRequest(reply_token="too-long", messages=[TextMessage(text=over_limit)]))
 
     assert error.value.status == 400
     assert json.loads(error.value.body)["details"] == [
@@ -338,41 +340,41 @@ def test_line_text_limit_counts_utf16_units(fake_line_api, line_api):
         (400, {"message": "Invalid reply token"}, {"message": "Invalid reply token"}),
     ],
 )
-def test_line_injected_reply_failures(fake_line_api, line_api, status, body, expected):
+def test_line_injected_reply_failures(fake_line_api, messaging_api, status, body, expected):
     fake_line_api.fail_next("reply", status, body)
     request = ReplyMessageRequest(reply_token="tok", messages=[TextMessage(text="x")])
     with pytest.raises(ApiException) as error:
-        line_api.reply_message(request)
+        messaging_api.reply_message(request)
     assert (error.value.status, json.loads(error.value.body)) == (status, expected)
 
-    line_api.reply_message(request)  # the token was not consumed by the failure
+    messaging_api.reply_message(request)  # the token was not consumed by the failure
     assert fake_line_api.delivered == [("reply", "tok", ["x"])]
     assert [r.status for r in fake_line_api.requests_for("reply")] == [status, 200]
 
 
-def test_line_profiles_groups_and_bot_info(fake_line_api, line_api):
+def test_line_profiles_groups_and_bot_info(fake_line_api, messaging_api):
     fake_line_api.profiles[USER_ID] = "Alice"
     fake_line_api.group_names[GROUP_ID] = "Book club"
     missing = "U" + "0" * 32
     fake_line_api.missing_ids.add(missing)
 
-    assert line_api.get_profile(USER_ID).display_name == "Alice"
-    assert line_api.get_group_summary(GROUP_ID).group_name == "Book club"
-    assert line_api.get_group_member_profile(GROUP_ID, USER_ID).display_name == "Alice"
-    assert line_api.get_room_member_profile(webhooks.DEFAULT_ROOM_ID, USER_ID).user_id == USER_ID
-    assert line_api.get_bot_info().user_id == fake_line_api.bot_user_id == webhooks.DEFAULT_BOT_USER_ID
+    assert messaging_api.get_profile(USER_ID).display_name == "Alice"
+    assert messaging_api.get_group_summary(GROUP_ID).group_name == "Book club"
+    assert messaging_api.get_group_member_profile(GROUP_ID, USER_ID).display_name == "Alice"
+    assert messaging_api.get_room_member_profile(webhooks.DEFAULT_ROOM_ID, USER_ID).user_id == USER_ID
+    assert messaging_api.get_bot_info().user_id == fake_line_api.bot_user_id == webhooks.DEFAULT_BOT_USER_ID
     with pytest.raises(ApiException) as error:
-        line_api.get_profile(missing)
+        messaging_api.get_profile(missing)
     assert error.value.status == 404 and json.loads(error.value.body) == {"message": "Not found"}
     assert fake_line_api.stats() == {"profile": 2, "group_summary": 1, "member_profile": 2, "bot_info": 1}
 
 
-def test_line_reset_forgets_tokens_and_deliveries(fake_line_api, line_api):
+def test_line_reset_forgets_tokens_and_deliveries(fake_line_api, messaging_api):
     request = ReplyMessageRequest(reply_token="again", messages=[TextMessage(text="x")])
-    line_api.reply_message(request)
+    messaging_api.reply_message(request)
     fake_line_api.reset()
     assert fake_line_api.delivered == [] and fake_line_api.requests == []
-    line_api.reply_message(request)
+    messaging_api.reply_message(request)
     assert fake_line_api.count("reply") == 1
 
 

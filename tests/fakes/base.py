@@ -381,6 +381,7 @@ class FakeServer:
             return list(self._requests)
 
     def requests_for(self, endpoint: str) -> list[RecordedRequest]:
+        self._check_endpoint(endpoint)
         with self._lock:
             return [r for r in self._requests if r.endpoint == endpoint]
 
@@ -391,6 +392,9 @@ class FakeServer:
         return matching[-1]
 
     def count(self, endpoint: str | None = None) -> int:
+        """Requests recorded for ``endpoint`` (all requests when None)."""
+        if endpoint is not None:
+            self._check_endpoint(endpoint)
         with self._lock:
             return len(self._requests) if endpoint is None else self._stats[endpoint]
 
@@ -465,6 +469,7 @@ class FakeServer:
                 self._delays.pop(endpoint, None)
 
     def _check_endpoint(self, endpoint: str) -> None:
+        # A typo in an endpoint name would otherwise make assertions vacuous.
         if endpoint not in self.endpoints:
             raise ValueError(f"unknown endpoint {endpoint!r}; {type(self).__name__} has {sorted(self.endpoints)}")
 
@@ -586,7 +591,9 @@ class FakeServer:
     @classmethod
     def main(cls, argv: list[str] | None = None) -> None:
         """Serve until SIGTERM/SIGINT, announcing ``LISTENING <url>`` on stdout."""
-        parser = argparse.ArgumentParser(prog=f"python -m {cls.__module__}", description=cls.__doc__)
+        spec = getattr(sys.modules[cls.__module__], "__spec__", None)
+        module = spec.name if spec else cls.__module__  # "__main__" under ``python -m``
+        parser = argparse.ArgumentParser(prog=f"python -m {module}", description=cls.__doc__)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=0)
         cls.add_arguments(parser)

