@@ -153,11 +153,11 @@ def _context_before(text: str, start: int, width: int = 12) -> str:
 # rather than a phone or card number, unless a phone/card word is closer at hand.
 _REFERENCE_WORDS = re.compile(
     r"訂單|订单|單號|单号|編號|编号|序號|追蹤|追踪|貨號|發票|发票|統編|統一編號|"
-    r"注文|伝票|問い合わせ番号|order|invoice|tracking|ref\b|no\.|#"
+    r"注文|伝票|問い合わせ番号|條碼|条码|バーコード|order|invoice|tracking|barcode|isbn|ref\b|no\."
 )
 _PHONE_WORDS = re.compile(
     r"電話|电话|手機|手机|市話|聯絡|联系|連絡|傳真|分機|撥|打給|打给|tel|phone|mobile|call|fax|"
-    r"携帯|番号|でんわ|line"
+    r"携帯|電話番号|でんわ|line"
 )
 _CARD_WORDS = re.compile(r"卡|card|visa|master|amex|jcb|カード")
 
@@ -188,7 +188,7 @@ def _find_emails(text: str):
 # --- credit cards ---------------------------------------------------------------------
 
 _CARD = re.compile(
-    r"(?<![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9.,])"
     r"(?:[0-9]{13,19}"
     r"|[0-9]{4}(?P<a>[ \-])[0-9]{4}(?P=a)[0-9]{4}(?P=a)[0-9]{1,4}(?:(?P=a)[0-9]{1,3})?"
     r"|[0-9]{4}(?P<b>[ \-])[0-9]{6}(?P=b)[0-9]{4,5})"
@@ -305,8 +305,8 @@ def _find_national_ids(text: str):
 _PHONE_RUN = re.compile(
     r"(?<![A-Za-z0-9+.\-/])"
     r"(?:\+ ?)?(?:\(\+?[0-9]{1,4}\) ?)?[0-9]+"
-    r"(?:(?:[ .\-]| ?\(0\) ?)[0-9]+)*"
-    r"(?![0-9A-Za-z]|[.\-/][0-9])",
+    r"(?:(?:[ .\-]| ?\([0-9]{1,4}\)[ \-]?)[0-9]+)*"
+    r"(?![0-9A-Za-z]|[.\-][0-9])",
     re.ASCII,
 )
 _PHONE_GROUP = re.compile(r"[0-9]+")
@@ -340,18 +340,21 @@ def _find_phones(text: str):
         i = 0
         while i < len(groups):
             found = None
+            # Longest first: "+886 2 2345 6789" must not stop at "+886 2 2345".
             for j in range(len(groups) - 1, i - 1, -1):
-                start = 0 if i == 0 else groups[i][0]
+                start = 0 if i == 0 else groups[i][0]  # keep a leading "+" or "("
                 end = groups[j][1]
-                if j == len(groups) - 1 or run_text[end] == ")":
-                    end = len(run_text) if j == len(groups) - 1 else end + 1
-                candidate = run_text[start:end]
                 digits = "".join(run_text[s:e] for s, e in groups[i : j + 1])
                 if len(digits) < _MIN_PHONE_DIGITS:
                     break
-                if len(digits) > _MAX_PHONE_DIGITS:
+                if len(digits) > _MAX_PHONE_DIGITS or (
+                    # Lottery numbers and scores come in pairs ("03 12 25 33 41"); a
+                    # nationally written phone number has at most two short groups.
+                    run_text[start] != "+"
+                    and sum(e - s <= 2 for s, e in groups[i : j + 1]) > 2
+                ):
                     continue
-                if _valid_phone(candidate, digits):
+                if _valid_phone(run_text[start:end], digits):
                     found = (start, end, j)
                     break
             if found is None:
@@ -367,10 +370,12 @@ def _find_phones(text: str):
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(
-    rf"(?<![A-Za-z0-9.\-]){_OCTET}(?:\.{_OCTET}){{3}}(?![A-Za-z0-9\-]|\.[0-9])", re.ASCII
+    rf"(?<![A-Za-z0-9.]){_OCTET}(?:\.{_OCTET}){{3}}(?![A-Za-z0-9]|\.[0-9])", re.ASCII
 )
 # "v1.2.3.4" is excluded by the letter before it; a spelled-out version word is not.
-_VERSION_WORDS = re.compile(r"version|ver\.?\s*$|版本|版號|バージョン|build|release|firmware|韌體|v\s*$")
+_VERSION_WORDS = re.compile(
+    r"version|版本|版號|バージョン|firmware|韌體|ファームウェア|(?<![a-z])v(?:er)?\.?\s*$"
+)
 
 _IPV6 = re.compile(
     r"(?<![A-Za-z0-9:])"
@@ -391,8 +396,9 @@ def _find_ipv4(text: str):
 def _find_ipv6(text: str):
     for m in _IPV6.finditer(text):
         value = m.group()
-        if value.count(":") < 2 or not any(c not in ":" for c in value):
-            continue  # "::" on its own is punctuation, not the unspecified address
+        # "::" alone is punctuation and "a::b" a C++ scope; real addresses carry digits.
+        if not any(c.isdigit() for c in value):
+            continue
         try:
             ipaddress.IPv6Address(value)
         except ValueError:

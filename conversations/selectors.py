@@ -5,6 +5,7 @@ from django.db.models import Q
 
 from models_registry.models import SamplingPreset
 
+from .pii import PiiKind
 from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy
 
 _CHANNEL_TTL = 10.0
@@ -68,6 +69,12 @@ def privacy_policy() -> PrivacyPolicy:
     policy, _ = PrivacyPolicy.objects.get_or_create(pk=1)
     _policy_cache[:] = [now + _CHANNEL_TTL, policy]
     return policy
+
+
+def masking_kinds() -> frozenset[PiiKind]:
+    """The kinds of personal data the privacy policy asks to mask."""
+    policy = privacy_policy()
+    return frozenset(kind for kind in PiiKind if getattr(policy, f"mask_{kind.value}"))
 
 
 def forget_cached_policy() -> None:

@@ -24,6 +24,7 @@ from .line import events as line_events
 from .line.client import LineAPIError, line_client, retry_key
 from .line.text import batches, split_text
 from .models import Chat, Direction, LineChannel, Message, ReplyMode, SourceType, Status
+from .pii import mask_pii
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def _on_message(channel: LineChannel, event: dict) -> str:
     chat = _chat_for_event(channel, event)
     message_type = str(message.get("type", ""))[:16]
     text = message.get("text", "") if message_type == "text" else ""
+    text = _as_stored(channel, text if isinstance(text, str) else "")
     skip_reason = _skip_reason(chat=chat, event=event, message=message)
     now = timezone.now()
     try:
@@ -95,7 +97,7 @@ def _on_message(channel: LineChannel, event: dict) -> str:
                 direction=Direction.IN,
                 line_user_id=line_events.sender_id(event),
                 message_type=message_type,
-                text=text if isinstance(text, str) else "",
+                text=text,
                 line_message_id=str(message.get("id", ""))[:32],
                 webhook_event_id=str(event_id)[:64],
                 reply_token=str(event.get("replyToken", ""))[:64] if not skip_reason else "",
@@ -144,8 +146,15 @@ def _on_message_edited(channel: LineChannel, event: dict) -> str:
     _, line_id = line_events.chat_key(event)
     Message.objects.filter(
         chat__channel=channel, chat__line_id=line_id, line_message_id=str(message["id"]), unsent=False
-    ).update(text=message["text"], edited=True)
+    ).update(text=_as_stored(channel, message["text"]), edited=True)
     return "stored"
+
+
+def _as_stored(channel: LineChannel, text: str) -> str:
+    """The text as the channel's policy lets it be stored: PII masked if it says so."""
+    if text and channel.mask_before_storing:
+        return mask_pii(text, kinds=selectors.masking_kinds()).text
+    return text
 
 
 _EVENT_HANDLERS: dict[str, Callable[[LineChannel, dict], str]] = {
@@ -340,9 +349,10 @@ def _generate(*, chat: Chat, preset: SamplingPreset, turns: list[Turn]) -> tuple
     failures = []
     for backend in backends:
         adapter = adapter_for(backend=backend)
+        sent = turns if backend.is_local or not chat.channel.mask_before_cloud else _masked(turns)
         try:
             completion = retrying(
-                lambda: adapter.generate(turns, params),
+                lambda: adapter.generate(sent, params),
                 delays=config("BACKEND_RETRY_DELAYS"),
                 transient=lambda exc: isinstance(exc, BackendError) and exc.transient,
             )
@@ -353,6 +363,11 @@ def _generate(*, chat: Chat, preset: SamplingPreset, turns: list[Turn]) -> tuple
             return completion, backend
         failures.append(f"{backend.name}: empty answer")
     raise GenerationFailed("; ".join(failures))
+
+
+def _masked(turns: list[Turn]) -> list[Turn]:
+    kinds = selectors.masking_kinds()
+    return [Turn(turn.role, mask_pii(turn.content, kinds=kinds).text) for turn in turns]
 
 
 def retrying(call: Callable[[], T], *, delays: list[float], transient: Callable[[Exception], bool]) -> T:

@@ -105,3 +105,31 @@ class Webhook:
 @pytest.fixture
 def webhook(client, django_capture_on_commit_callbacks, channel, line_api, preset):
     return Webhook(client, django_capture_on_commit_callbacks)
+
+
+@pytest.fixture
+def make_chat(channel):
+    from conversations.models import Chat
+
+    def make(line_id: str, source_type: str = "group", **fields) -> Chat:
+        return Chat.objects.create(channel=channel, source_type=source_type, line_id=line_id, **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_message():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conversations.models import Message
+
+    def make(chat, text: str, *, days_ago: float = 0, direction: str = "in", user: str = "", **fields) -> Message:
+        moment = timezone.now() - timedelta(days=days_ago)
+        return Message.objects.create(
+            chat=chat, direction=direction, text=text, line_user_id=user, event_at=moment,
+            status_changed_at=moment, status=fields.pop("status", "replied"), **fields,
+        )
+
+    return make

@@ -1,0 +1,138 @@
+"""Exports: filters, formats, manifests, verification, overwrite protection, bad arguments."""
+import csv
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from conversations import exports, redaction
+from conversations.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+ALICE, BOB = "U" + "a1" * 16, "U" + "b2" * 16
+
+
+@pytest.fixture
+def history(make_chat, make_message, monkeypatch):
+    """A group and a 1:1 chat over a few days; batches of 2 so paging is exercised."""
+    monkeypatch.setattr(exports, "BATCH_SIZE", 2)
+    group = make_chat("C" + "0a" * 16, display_name="登山社")
+    direct = make_chat(ALICE, source_type="user", display_name="Alice")
+    q1 = make_message(group, "明天幾點集合?", days_ago=3, user=ALICE)
+    make_message(group, "七點, 台北車站", days_ago=3, user=BOB)
+    make_message(group, "echo: 明天幾點集合?", days_ago=3, direction="out", reply_to=q1)
+    secret = make_message(direct, "我的電話 0912-345-678", days_ago=2, user=ALICE)
+    make_message(direct, "old", days_ago=40, user=ALICE)
+    redaction.redact_messages(message_ids=[secret.pk], actor="shell:test", reason="PII")
+    return group, direct
+
+
+def run_export(tmp_path, *extra, name="out.jsonl"):
+    output = tmp_path / name
+    call_command("export_conversations", "--since", "2000-01-01", "--until", "2100-01-01", "--output", str(output),
+                 *extra)
+    return output
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_jsonl_export_with_manifest_that_verifies(history, tmp_path, capsys):
+    output = run_export(tmp_path)
+    rows = read_jsonl(output)
+    assert len(rows) == 5
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    redacted = next(r for r in rows if r["redacted"])
+    assert redacted["text"] == "[redacted]" and "0912" not in output.read_text(encoding="utf-8")
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["rows"] == 5 and manifest["format"] == "jsonl" and len(manifest["sha256"]) == 64
+    assert manifest["filters"]["since"].startswith("2000-01-01") and manifest["tool_version"]
+    assert manifest["first_event_at"] < manifest["last_event_at"]
+    call_command("verify_export", str(tmp_path / "out.jsonl.manifest.json"))
+    assert "OK: out.jsonl has 5 rows" in capsys.readouterr().out
+    event = AuditEvent.objects.get(action="export")
+    assert event.details["rows"] == 5 and event.details["sha256"] == manifest["sha256"]
+
+
+def test_filters_by_chat_user_channel_and_time(history, tmp_path):
+    group, direct = history
+    assert {r["chat_id"] for r in read_jsonl(run_export(tmp_path, "--chat", group.line_id, name="a"))} == {group.line_id}
+    by_alice = read_jsonl(run_export(tmp_path, "--user", ALICE, name="b"))
+    assert {r["text"] for r in by_alice} == {"明天幾點集合?", "echo: 明天幾點集合?", "[redacted]", "old"}
+    assert len(read_jsonl(run_export(tmp_path, "--channel", "test", name="c"))) == 5
+    output = tmp_path / "d"
+    call_command("export_conversations", "--since", "2000-01-01", "--until", "2100-01-01",
+                 "--chat", str(direct.pk), "--output", str(output))
+    assert len(read_jsonl(output)) == 2
+
+
+def test_csv_export_has_a_header_and_verifies(history, tmp_path):
+    output = run_export(tmp_path, "--format", "csv", name="out.csv")
+    with open(output, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 5 and rows[0]["direction"] in ("in", "out")
+    assert exports.verify_export(manifest_path=tmp_path / "out.csv.manifest.json").ok
+
+
+def test_a_changed_file_fails_verification(history, tmp_path, capsys):
+    output = run_export(tmp_path)
+    output.write_text(output.read_text(encoding="utf-8").replace("七點", "八點"), encoding="utf-8")
+    with pytest.raises(CommandError, match="does not match its manifest") as caught:
+        call_command("verify_export", str(tmp_path / "out.jsonl.manifest.json"))
+    assert caught.value.returncode == 1
+    assert "SHA-256 does not match" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_without_force(history, tmp_path):
+    run_export(tmp_path)
+    with pytest.raises(CommandError, match="already exists; pass --force"):
+        run_export(tmp_path)
+    run_export(tmp_path, "--force")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--since", "yesterday", "--until", "2026-01-01"], "is not a date"),
+        (["--since", "2026-02-01", "--until", "2026-01-01"], "--until must be later than --since"),
+        (["--since", "2026-01-01", "--until", "2026-02-01", "--channel", "nope"], "No channel with slug 'nope'"),
+        (["--since", "2026-01-01", "--until", "2026-02-01", "--format", "xml"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(tmp_path, args, message, db):
+    with pytest.raises(CommandError, match=message):
+        call_command("export_conversations", *args, "--output", str(tmp_path / "x.jsonl"))
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_output_folder_must_exist(history, tmp_path):
+    with pytest.raises(CommandError, match="does not exist"):
+        run_export(tmp_path / "missing")
+
+
+def test_verify_reports_a_missing_manifest(tmp_path):
+    with pytest.raises(CommandError, match="No manifest at"):
+        call_command("verify_export", str(tmp_path / "none.manifest.json"))
+
+
+def test_export_user_holds_everything_about_them(history, tmp_path, capsys):
+    output = tmp_path / "alice.jsonl"
+    call_command("export_user", ALICE, "--output", str(output))
+    records = read_jsonl(output)
+    assert [r for r in records if r["record"] == "chat"] == [
+        {"record": "chat", "chat_type": "user", "chat_id": ALICE, "chat_name": "Alice", "channel": "test",
+         "created_at": records[0]["created_at"]}
+    ]
+    texts = {r["text"] for r in records if r["record"] == "message"}
+    assert texts == {"明天幾點集合?", "echo: 明天幾點集合?", "[redacted]", "old"}
+    assert "七點, 台北車站" not in texts
+    assert exports.verify_export(manifest_path=tmp_path / "alice.jsonl.manifest.json").ok
+    event = AuditEvent.objects.get(action="export_user")
+    assert ALICE not in json.dumps(event.details) and event.target_id != ALICE
+
+
+def test_export_user_rejects_something_that_is_not_a_line_user_id(tmp_path):
+    with pytest.raises(CommandError, match="is not a LINE user id"):
+        call_command("export_user", "alice", "--output", str(tmp_path / "x"))
