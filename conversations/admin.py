@@ -35,7 +35,6 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 @admin.register(LineChannel)
 class LineChannelAdmin(AuditedModelAdmin):
     form = LineChannelForm
-    secret_fields = LineChannelForm.secret_fields
     list_display = ["name", "slug", "default_preset", "is_default", "mask_before_storing", "mask_before_cloud"]
     prepopulated_fields = {"slug": ["name"]}
 

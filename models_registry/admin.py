@@ -20,7 +20,6 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
 @admin.register(ModelBackend)
 class ModelBackendAdmin(AuditedModelAdmin):
     form = ModelBackendForm
-    secret_fields = ModelBackendForm.secret_fields
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "kind", "model", "base_url", "is_local", "enabled"]
     list_filter = ["kind", "is_local", "enabled"]
