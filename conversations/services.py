@@ -5,7 +5,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -15,9 +14,10 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from models_registry.backends import BackendError, Completion, Turn
+from models_registry.backends import Turn
 from models_registry.models import ModelBackend, SamplingPreset
-from models_registry.services import adapter_for, sampling_params
+from linebot_site.retry import retrying
+from models_registry.services import GenerationFailed, generate
 
 from . import selectors
 from .line import events as line_events
@@ -27,8 +27,6 @@ from .models import Chat, Direction, LineChannel, Message, ReplyMode, SourceType
 from .pii import mask_pii
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 REPLY_TASK = "conversations.tasks.answer_message"
 PROFILE_TASK = "conversations.tasks.refresh_chat_profile"
@@ -223,10 +221,6 @@ def enqueue_reply(*, message_id: int) -> None:
 # --- Answering --------------------------------------------------------------------
 
 
-class GenerationFailed(Exception):
-    pass
-
-
 def answer_message(*, message_id: int) -> None:
     """Generates and sends the answer to one inbound message, at most once.
 
@@ -284,18 +278,19 @@ def _show_loading(*, chat: Chat) -> None:
 def _compose_answer(*, message: Message) -> Message:
     chat = message.chat
     preset = selectors.preset_for_chat(chat=chat)
-    started = time.perf_counter()
-    completion, backend, error = None, None, ""
+    generation, error = None, ""
     try:
         if preset is None:
             raise GenerationFailed("No sampling preset: set a global default, a channel default or the chat's own.")
-        completion, backend = _generate(chat=chat, preset=preset, turns=_prompt(message=message, preset=preset))
+        generation = generate(
+            preset=preset, turns=_prompt(message=message, preset=preset), local_only=chat.local_only,
+            prepare=_masked_for_cloud(chat),
+        )
     except GenerationFailed as exc:
         error = str(exc)
         logger.warning("No answer for message %s: %s", message.pk, error)
-    latency_ms = round((time.perf_counter() - started) * 1000)
-    if error:
         Message.objects.filter(pk=message.pk).update(error=error)
+    completion = generation.completion if generation else None
     try:
         with transaction.atomic():
             return Message.objects.create(
@@ -307,8 +302,8 @@ def _compose_answer(*, message: Message) -> Message:
                 status_changed_at=timezone.now(),
                 reply_to=message,
                 preset=preset,
-                backend=backend,
-                latency_ms=latency_ms if completion else None,
+                backend=generation.backend if generation else None,
+                latency_ms=generation.latency_ms if generation else None,
                 prompt_tokens=completion.prompt_tokens if completion else None,
                 completion_tokens=completion.completion_tokens if completion else None,
                 error=error,
@@ -325,61 +320,16 @@ def _prompt(*, message: Message, preset: SamplingPreset) -> list[Turn]:
     return turns
 
 
-def allowed_backends(*, chat: Chat, preset: SamplingPreset) -> list[ModelBackend]:
-    """The preset's backend then its fallback, minus disabled ones and, for a
-    local-only chat, any cloud backend — whatever the preset says."""
-    chosen = []
-    for backend in (preset.backend, preset.fallback_backend):
-        if backend is None or not backend.enabled or backend in chosen:
-            continue
-        if chat.local_only and not backend.is_local:
-            continue
-        chosen.append(backend)
-    return chosen
+def _masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
+    """Masks PII in what goes to a backend that is not local, if the channel says so."""
 
+    def prepare(backend: ModelBackend, turns: list[Turn]) -> list[Turn]:
+        if backend.is_local or not chat.channel.mask_before_cloud:
+            return turns
+        kinds = selectors.masking_kinds()
+        return [Turn(turn.role, mask_pii(turn.content, kinds=kinds).text) for turn in turns]
 
-def _generate(*, chat: Chat, preset: SamplingPreset, turns: list[Turn]) -> tuple[Completion, ModelBackend]:
-    backends = allowed_backends(chat=chat, preset=preset)
-    if not backends:
-        raise GenerationFailed(
-            f"Preset {preset.name!r} has no enabled backend this chat may use"
-            + (" (the chat is local-only)." if chat.local_only else ".")
-        )
-    params = sampling_params(preset=preset)
-    failures = []
-    for backend in backends:
-        adapter = adapter_for(backend=backend)
-        sent = turns if backend.is_local or not chat.channel.mask_before_cloud else _masked(turns)
-        try:
-            completion = retrying(
-                lambda: adapter.generate(sent, params),
-                delays=config("BACKEND_RETRY_DELAYS"),
-                transient=lambda exc: isinstance(exc, BackendError) and exc.transient,
-            )
-        except BackendError as exc:
-            failures.append(f"{backend.name}: {exc}")
-            continue
-        if completion.text.strip():
-            return completion, backend
-        failures.append(f"{backend.name}: empty answer")
-    raise GenerationFailed("; ".join(failures))
-
-
-def _masked(turns: list[Turn]) -> list[Turn]:
-    kinds = selectors.masking_kinds()
-    return [Turn(turn.role, mask_pii(turn.content, kinds=kinds).text) for turn in turns]
-
-
-def retrying(call: Callable[[], T], *, delays: list[float], transient: Callable[[Exception], bool]) -> T:
-    """Calls, and on a transient error waits each delay in turn and calls again."""
-    for delay in [*delays, None]:
-        try:
-            return call()
-        except Exception as exc:
-            if delay is None or not transient(exc):
-                raise
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    return prepare
 
 
 def _deliver(*, outbound: Message, inbound: Message) -> None:

@@ -1,5 +1,6 @@
 """Settings, all from the environment with safe defaults (see README, "Configuration")."""
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -89,7 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA busy_timeout=20000;"
         ),
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    # A file (not memory) so the end-to-end test's server and workers share it; one per
+    # test run so runs side by side never touch each other's.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"linebot-test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

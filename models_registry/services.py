@@ -1,6 +1,24 @@
 """Turning registered backends and presets into adapter calls."""
-from .backends import Backend, BackendConfig, ConnectionReport, SamplingParams, backend_for
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from linebot_site.retry import retrying
+
+from .backends import Backend, BackendConfig, BackendError, Completion, ConnectionReport, SamplingParams, Turn, backend_for
 from .models import ModelBackend, SamplingPreset
+
+class GenerationFailed(Exception):
+    """No allowed backend of a preset produced an answer; the message says why, per backend."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    completion: Completion
+    backend: ModelBackend
+    latency_ms: int
 
 
 def backend_config(*, backend: ModelBackend) -> BackendConfig:
@@ -30,3 +48,55 @@ def sampling_params(*, preset: SamplingPreset) -> SamplingParams:
 def check_backend(*, backend: ModelBackend) -> ConnectionReport:
     """The "Test connection" check: reachability, latency and the models it serves."""
     return adapter_for(backend=backend).check()
+
+
+def allowed_backends(*, preset: SamplingPreset, local_only: bool) -> list[ModelBackend]:
+    """The preset's backend then its fallback, minus disabled ones and, when `local_only`,
+    any backend not marked local — whatever the preset says."""
+    chosen: list[ModelBackend] = []
+    for backend in (preset.backend, preset.fallback_backend):
+        if backend is None or not backend.enabled or backend in chosen:
+            continue
+        if local_only and not backend.is_local:
+            continue
+        chosen.append(backend)
+    return chosen
+
+
+def generate(
+    *,
+    preset: SamplingPreset,
+    turns: list[Turn],
+    local_only: bool = False,
+    prepare: Callable[[ModelBackend, list[Turn]], list[Turn]] | None = None,
+) -> Generation:
+    """Asks the preset's backends in turn, retrying transient errors, for a non-empty answer.
+
+    `prepare(backend, turns)` may rewrite what one backend is sent (e.g. mask PII for a
+    cloud backend).
+    """
+    backends = allowed_backends(preset=preset, local_only=local_only)
+    if not backends:
+        raise GenerationFailed(
+            f"Preset {preset.name!r} has no enabled backend this chat may use"
+            + (" (the chat is local-only)." if local_only else ".")
+        )
+    params = sampling_params(preset=preset)
+    failures = []
+    for backend in backends:
+        adapter = adapter_for(backend=backend)
+        sent = prepare(backend, turns) if prepare else turns
+        started = time.perf_counter()
+        try:
+            completion = retrying(
+                lambda: adapter.generate(sent, params),
+                delays=settings.LINEBOT["BACKEND_RETRY_DELAYS"],
+                transient=lambda exc: isinstance(exc, BackendError) and exc.transient,
+            )
+        except BackendError as exc:
+            failures.append(f"{backend.name}: {exc}")
+            continue
+        if completion.text.strip():
+            return Generation(completion, backend, round((time.perf_counter() - started) * 1000))
+        failures.append(f"{backend.name}: empty answer")
+    raise GenerationFailed("; ".join(failures))
