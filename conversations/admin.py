@@ -1,7 +1,8 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -10,8 +11,12 @@ from django.utils.translation import gettext_lazy as _
 from linebot_site.auditing import AuditedModelAdmin
 from linebot_site.forms import SecretField, SecretFieldsMixin
 
-from . import audit, redaction, retention, selectors
-from .models import AuditAction, AuditEvent, Chat, LineChannel, Message, PrivacyPolicy
+from models_registry.models import SamplingPreset
+
+from . import audit, chats, redaction, retention, selectors
+from .filters import DateRangeFilter
+from .models import AuditAction, AuditEvent, Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
+from .paginators import CappedCountPaginator
 
 
 class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
@@ -35,25 +40,103 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 @admin.register(LineChannel)
 class LineChannelAdmin(AuditedModelAdmin):
     form = LineChannelForm
-    list_display = ["name", "slug", "default_preset", "is_default", "mask_before_storing", "mask_before_cloud"]
+    list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
+                    "mask_before_cloud"]
     prepopulated_fields = {"slug": ["name"]}
+
+    @admin.display(description=_("webhook path"))
+    def webhook_path(self, channel: LineChannel) -> str:
+        return format_html("<code>{}</code>", reverse("conversations:webhook", args=[channel.slug]))
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id:
+            channel = self.get_object(request, object_id)
+            if channel is not None:
+                extra_context = {**(extra_context or {}), "webhook_url": request.build_absolute_uri(
+                    reverse("conversations:webhook", args=[channel.slug]))}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+class ChatForm(forms.ModelForm):
+    class Meta:
+        model = Chat
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        preset = cleaned.get("preset", self.instance.preset if self.instance.pk else None)
+        local_only = cleaned.get("local_only", self.instance.local_only)
+        problem = chats.local_only_problem(preset=preset, local_only=local_only)
+        if problem:
+            self.add_error("preset" if "preset" in self.fields else None, problem)
+        return cleaned
+
+
+class ChatActionForm(ActionForm):
+    preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.all(), required=False, label=_("Preset"))
+    reply_mode = forms.ChoiceField(choices=[("", "---------"), *ReplyMode.choices], required=False,
+                                   label=_("Reply mode"))
 
 
 @admin.register(Chat)
 class ChatAdmin(AuditedModelAdmin):
-    list_display = ["__str__", "source_type", "channel", "preset", "reply_mode", "local_only", "is_active",
-                    "retention_policy", "legal_hold", "oldest_message_kept"]
+    form = ChatForm
+    action_form = ChatActionForm
+    actions = ["assign_preset", "set_reply_mode", "make_local_only", "allow_cloud"]
+    list_display = ["__str__", "source_type", "channel", "preset", "reply_mode", "local_only", "message_count",
+                    "last_activity", "retention_policy", "legal_hold", "thread_link"]
+    list_editable = ["preset", "reply_mode", "local_only"]
     list_filter = ["source_type", "reply_mode", "local_only", "is_active", "legal_hold", "channel"]
     list_select_related = ["channel", "preset"]
     search_fields = ["display_name", "line_id"]
     readonly_fields = ["channel", "source_type", "line_id", "profile_fetched_at", "retention_policy",
                        "oldest_message_kept"]
+    fieldsets = [
+        (None, {"fields": ["display_name", "channel", "source_type", "line_id", "is_active"]}),
+        (_("Answering"), {"fields": ["preset", "reply_mode", "reply_prefix", "local_only"]}),
+        (_("Retention"), {"fields": ["retention_days", "legal_hold", "retention_policy", "oldest_message_kept"]}),
+    ]
+
+    def get_queryset(self, request):
+        recent = Message.objects.filter(chat=OuterRef("pk")).order_by("-id")
+        return super().get_queryset(request).annotate(
+            last_activity_at=Subquery(recent.values("event_at")[:1]),
+            messages_total=Subquery(
+                Message.objects.filter(chat=OuterRef("pk")).order_by().values("chat")
+                .annotate(n=Count("id")).values("n")[:1]
+            ),
+        )
+
+    def get_changelist_form(self, request, **kwargs):
+        return super().get_changelist_form(request, form=ChatForm, **kwargs)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "GET" and object_id:
             audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user, target_type="chat",
                          target_id=object_id)
+        extra_context = {**(extra_context or {}), "thread_url": reverse(
+            "admin:conversations_chat_thread", args=[object_id])}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        return [
+            path("<int:chat_id>/thread/", self.admin_site.admin_view(self.thread_view),
+                 name="conversations_chat_thread"),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description=_("messages"), ordering="messages_total")
+    def message_count(self, chat: Chat) -> int:
+        return chat.messages_total or 0
+
+    @admin.display(description=_("last activity"), ordering="last_activity_at")
+    def last_activity(self, chat: Chat):
+        return chat.last_activity_at or "—"
+
+    @admin.display(description=_("conversation"))
+    def thread_link(self, chat: Chat) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("admin:conversations_chat_thread", args=[chat.pk]),
+                           _("Read"))
 
     @admin.display(description=_("retention"))
     def retention_policy(self, chat: Chat) -> str:
@@ -69,8 +152,56 @@ class ChatAdmin(AuditedModelAdmin):
     def oldest_message_kept(self, chat: Chat):
         return retention.oldest_kept(chat=chat) or "—"
 
+    def _bulk(self, request, queryset, **values) -> None:
+        try:
+            count = chats.update_chats(chats=queryset, actor=request.user, **values)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return
+        self.message_user(request, _("Updated %(count)d chats.") % {"count": count}, messages.SUCCESS)
 
-class RedactActionForm(ActionForm):
+    @admin.action(description=_("Assign the chosen preset"), permissions=["change"])
+    def assign_preset(self, request, queryset):
+        preset = SamplingPreset.objects.filter(pk=request.POST.get("preset") or None).first()
+        self._bulk(request, queryset, preset=preset)
+
+    @admin.action(description=_("Set the chosen reply mode"), permissions=["change"])
+    def set_reply_mode(self, request, queryset):
+        mode = request.POST.get("reply_mode")
+        if mode not in ReplyMode.values:
+            self.message_user(request, _("Choose a reply mode beside the action."), messages.ERROR)
+            return
+        self._bulk(request, queryset, reply_mode=mode)
+
+    @admin.action(description=_("Mark local-only"), permissions=["change"])
+    def make_local_only(self, request, queryset):
+        self._bulk(request, queryset, local_only=True)
+
+    @admin.action(description=_("Allow cloud backends"), permissions=["change"])
+    def allow_cloud(self, request, queryset):
+        self._bulk(request, queryset, local_only=False)
+
+    def thread_view(self, request, chat_id: int):
+        """The chat as a thread of bubbles, newest page first, paged by id (no OFFSET)."""
+        chat = get_object_or_404(Chat.objects.select_related("channel", "preset"), pk=chat_id)
+        if not request.user.has_perm("conversations.view_message"):
+            raise PermissionDenied
+        before = request.GET.get("before")
+        page = selectors.thread_page(chat=chat, before_id=int(before) if before and before.isdigit() else None)
+        audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user, target_type="chat",
+                     target_id=chat.pk, details={"before": before} if before else {})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": str(chat),
+            "chat": chat,
+            "page": page,
+            "can_retry": request.user.has_perm("conversations.change_message"),
+        }
+        return render(request, "admin/conversations/chat/thread.html", context)
+
+
+class MessageActionForm(ActionForm):
     reason = forms.CharField(label=_("Reason (for redaction)"), required=False, max_length=500)
 
 
@@ -80,14 +211,18 @@ class RedactForm(forms.Form):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "chat", "direction", "status", "short_text", "event_at", "latency_ms", "backend"]
-    list_filter = ["direction", "status", "redacted"]
+    list_display = ["id", "event_at", "chat", "direction", "status_badge", "short_text", "latency_ms", "backend"]
+    list_filter = ["direction", "status", ("event_at", DateRangeFilter), "redacted"]
     list_select_related = ["chat", "backend"]
+    search_fields = ["=line_user_id", "text"]
+    search_help_text = _("A LINE user id (exact), or words in the text.")
     show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 50
     raw_id_fields = ["chat", "reply_to"]
     exclude = ["reply_token", "original_hmac"]
-    action_form = RedactActionForm
-    actions = ["redact_selected"]
+    action_form = MessageActionForm
+    actions = ["redact_selected", "retry_selected"]
 
     def has_add_permission(self, request):
         return False
@@ -98,9 +233,20 @@ class MessageAdmin(admin.ModelAdmin):
     def has_redact_permission(self, request):
         return request.user.has_perm("conversations.change_message")
 
+    has_retry_permission = has_redact_permission
+
+    def lookup_allowed(self, lookup, value, request=None):
+        return lookup in ("chat__id__exact", "line_user_id", "reply_to__id__exact") or super().lookup_allowed(
+            lookup, value, request)
+
     @admin.display(description=_("text"))
     def short_text(self, obj: Message) -> str:
         return obj.text[:80]
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: Message) -> str:
+        return format_html('<span class="status status-{}" title="{}">{}</span>', obj.status,
+                           obj.error or obj.skip_reason, obj.get_status_display())
 
     def get_urls(self):
         return [
@@ -128,6 +274,12 @@ class MessageAdmin(admin.ModelAdmin):
         self.message_user(request, _("Redacted %(count)d messages.") % {"count": count}, messages.SUCCESS)
         return None
 
+    @admin.action(description=_("Retry selected failed messages"), permissions=["retry"])
+    def retry_selected(self, request, queryset):
+        count = chats.retry_messages(message_ids=list(queryset.values_list("id", flat=True)), actor=request.user)
+        self.message_user(request, _("Queued %(count)d failed messages again.") % {"count": count},
+                          messages.SUCCESS if count else messages.WARNING)
+
     def redact_view(self, request, message_id: int):
         if not self.has_redact_permission(request):
             raise PermissionDenied
@@ -136,7 +288,7 @@ class MessageAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             redaction.redact_messages(message_ids=[message.pk], actor=request.user, reason=form.cleaned_data["reason"])
             self.message_user(request, _("The message was redacted."), messages.SUCCESS)
-            return redirect(reverse("admin:conversations_message_change", args=[message.pk]))
+            return redirect(request.POST.get("next") or reverse("admin:conversations_message_change", args=[message.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.opts, "message_obj": message,
                    "form": form, "title": _("Redact message %(id)s") % {"id": message.pk}}
         return render(request, "admin/conversations/message/redact.html", context)

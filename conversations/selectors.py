@@ -1,5 +1,6 @@
 """Read-side queries: which channel a webhook is for, which preset a chat uses, prompt history."""
 import time
+from dataclasses import dataclass
 
 from django.db.models import Q
 
@@ -79,3 +80,19 @@ def masking_kinds() -> frozenset[PiiKind]:
 
 def forget_cached_policy() -> None:
     _policy_cache.clear()
+
+
+@dataclass
+class ThreadPage:
+    messages: list[Message]
+    older_before_id: int | None
+
+
+def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> ThreadPage:
+    """One page of a chat, oldest first, ending before `before_id` (newest when None)."""
+    rows = Message.objects.filter(chat=chat).select_related("preset", "backend").order_by("-id")
+    if before_id:
+        rows = rows.filter(id__lt=before_id)
+    page = list(rows[: size + 1])
+    older = page[size - 1].id if len(page) > size else None
+    return ThreadPage(messages=list(reversed(page[:size])), older_before_id=older)
