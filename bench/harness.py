@@ -409,18 +409,24 @@ class Stack:
         path = self.tmp / name
         return len(re.findall(pattern, path.read_text(errors="replace"))) if path.exists() else 0
 
-    def db_report(self) -> dict:
-        """Inbound messages by status, outbound count, and tasks left in the ORM queue."""
+    def db_report(self, text_prefix: str = "") -> dict:
+        """Inbound messages by status, outbound by status, and tasks left in the ORM queue.
+
+        With `text_prefix`, only inbound messages whose text starts with it (and their answers).
+        """
         code = (
             "import json\n"
             "from django.db.models import Count\n"
             "from conversations.models import Message\n"
             "from django_q.models import OrmQ, Failure\n"
-            "inbound = dict(Message.objects.filter(direction='in').values_list('status').annotate(n=Count('id')))\n"
-            "out = dict(Message.objects.filter(direction='out').values_list('status').annotate(n=Count('id')))\n"
-            "multi = Message.objects.filter(direction='in', attempts__gt=1).count()\n"
-            "print('JSON' + json.dumps({'inbound': inbound, 'outbound': out, 'attempts_gt_1': multi,"
-            " 'ormq_left': OrmQ.objects.count(), 'failed_tasks': Failure.objects.count()}))\n"
+            f"p = {text_prefix!r}\n"
+            "inb = Message.objects.filter(direction='in', text__startswith=p)\n"
+            "out = Message.objects.filter(direction='out', reply_to__text__startswith=p)\n"
+            "print('JSON' + json.dumps({\n"
+            "  'inbound': dict(inb.values_list('status').annotate(n=Count('id')).order_by()),\n"
+            "  'outbound': dict(out.values_list('status').annotate(n=Count('id')).order_by()),\n"
+            "  'attempts_gt_1': inb.filter(attempts__gt=1).count(),\n"
+            "  'ormq_left': OrmQ.objects.count(), 'failed_tasks': Failure.objects.count()}))\n"
         )
         out = self.manage("shell", "-c", code)
         line = next(line for line in out.splitlines() if line.startswith("JSON"))

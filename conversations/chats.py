@@ -8,7 +8,7 @@ from linebot_site.auditing import save_with_audit, snapshot
 from models_registry.models import SamplingPreset
 from models_registry.services import allowed_backends
 
-from . import audit, services
+from . import audit, queue
 from .models import AuditAction, Chat, Message, Status
 
 
@@ -54,5 +54,5 @@ def retry_messages(*, message_ids: list[int], actor) -> int:
         for message_id in ids:
             audit.record(action=AuditAction.RETRY, actor=actor, target_type="message", target_id=message_id)
             retried.append(message_id)
-        transaction.on_commit(lambda: [services.enqueue_reply(message_id=i) for i in retried], robust=True)
+        transaction.on_commit(lambda: [queue.enqueue_reply(message_id=i) for i in retried], robust=True)
     return len(retried)

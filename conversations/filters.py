@@ -1,9 +1,15 @@
 """Admin list filters for messages."""
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.contrib import admin
+from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.utils.translation import gettext_lazy as _
+
+
+def _midnight(day: date) -> datetime:
+    """The start of `day` in the operator's time zone."""
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 class DateRangeFilter(admin.FieldListFilter):
@@ -37,9 +43,9 @@ class DateRangeFilter(admin.FieldListFilter):
     def queryset(self, request, queryset):
         since, until = self._date(self.since_param), self._date(self.until_param)
         if since:
-            queryset = queryset.filter(**{self.since_param: since})
+            queryset = queryset.filter(**{self.since_param: _midnight(since)})
         if until:
-            queryset = queryset.filter(**{self.until_param: until + timedelta(days=1)})
+            queryset = queryset.filter(**{self.until_param: _midnight(until + timedelta(days=1))})
         return queryset
 
     def values(self) -> dict:

@@ -1,15 +1,21 @@
 """Read-side queries: which channel a webhook is for, which preset a chat uses, prompt history."""
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django_q.models import Schedule
 
-from models_registry.models import SamplingPreset
+from models_registry.models import ModelBackend, SamplingPreset
 
+from . import queue
 from .pii import PiiKind
-from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy
+from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy, Status
 
 _CHANNEL_TTL = 10.0
+SWEEPER_FUNC = "conversations.tasks.sweep_stuck_messages"
 _channel_cache: dict[str | None, tuple[float, LineChannel | None]] = {}
 
 
@@ -96,3 +102,56 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
     page = list(rows[: size + 1])
     older = page[size - 1].id if len(page) > size else None
     return ThreadPage(messages=list(reversed(page[:size])), older_before_id=older)
+
+
+def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days: int = 7) -> dict:
+    """The dashboard's figures: traffic per day, latency per backend, failures, queue, workers."""
+    now = now or timezone.now()
+    tz = timezone.get_current_timezone()
+    first_day = (now.astimezone(tz) - timedelta(days=days - 1)).date()
+    since = datetime.combine(first_day, datetime.min.time(), tzinfo=tz)
+    per_day = {first_day + timedelta(days=i): {"in": 0, "out": 0} for i in range(days)}
+    rows = (Message.objects.filter(event_at__gte=since).annotate(day=TruncDate("event_at", tzinfo=tz))
+            .values("day", "direction").annotate(n=Count("id")).order_by())
+    for row in rows:
+        if row["day"] in per_day:
+            per_day[row["day"]][row["direction"]] = row["n"]
+    return {
+        "generated_at": now,
+        "messages_per_day": [{"day": day, **counts} for day, counts in per_day.items()],
+        "latency_by_backend": latency_by_backend(since=now - timedelta(days=latency_days)),
+        "failures_24h": Message.objects.filter(
+            direction=Direction.IN, status=Status.FAILED, status_changed_at__gte=now - timedelta(hours=24)).count(),
+        "queue_depth": queue_depth(),
+        "workers_alive": workers_alive(now=now),
+    }
+
+
+def latency_by_backend(*, since: datetime, sample: int = 20_000) -> list[dict]:
+    """p50 and p95 answer latency per backend since `since`, over at most `sample` recent answers each."""
+    result = []
+    answers = Message.objects.filter(direction=Direction.OUT, event_at__gte=since, latency_ms__isnull=False)
+    for backend_id, name in ModelBackend.objects.order_by("name").values_list("id", "name"):
+        values = sorted(answers.filter(backend_id=backend_id).order_by("-id").values_list("latency_ms", flat=True)[:sample])
+        if values:
+            result.append({"backend": name, "answers": len(values), "p50_ms": _percentile(values, 0.50),
+                           "p95_ms": _percentile(values, 0.95)})
+    return result
+
+
+def _percentile(ordered: list[int], share: float) -> int:
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def queue_depth() -> int | None:
+    """Tasks waiting in django-q2's broker; None when the broker cannot be reached."""
+    try:
+        return queue.broker().queue_size()
+    except Exception:  # a broker that is down must not take the dashboard with it
+        return None
+
+
+def workers_alive(*, now: datetime) -> bool:
+    """Whether a qcluster is running: its scheduler keeps the minute-by-minute sweep on time."""
+    next_run = Schedule.objects.filter(func=SWEEPER_FUNC).values_list("next_run", flat=True).first()
+    return bool(next_run and next_run > now - timedelta(seconds=150))

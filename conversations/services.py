@@ -4,15 +4,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.models import Schedule
-from django_q.tasks import async_task
 
 from models_registry.backends import Turn
 from models_registry.models import ModelBackend, SamplingPreset
@@ -25,12 +22,9 @@ from .line.client import LineAPIError, line_client, retry_key
 from .line.text import batches, split_text
 from .models import Chat, Direction, LineChannel, Message, ReplyMode, SourceType, Status
 from .pii import mask_pii
+from .queue import PROFILE_TASK, enqueue, enqueue_reply
 
 logger = logging.getLogger(__name__)
-
-REPLY_TASK = "conversations.tasks.answer_message"
-PROFILE_TASK = "conversations.tasks.refresh_chat_profile"
-
 
 def config(name: str):
     return settings.LINEBOT[name]
@@ -199,23 +193,6 @@ def _skip_reason(*, chat: Chat, event: dict, message: dict) -> str:
         prefix = chat.reply_prefix.strip()
         return "" if prefix and message["text"].lstrip().startswith(prefix) else "no keyword"
     return "reply mode off"
-
-
-# --- Queueing ---------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _broker():
-    # One broker (and for Redis one connection pool) per process, not per task.
-    return get_broker()
-
-
-def enqueue(func: str, *args) -> None:
-    async_task(func, *args, broker=_broker())
-
-
-def enqueue_reply(*, message_id: int) -> None:
-    enqueue(REPLY_TASK, message_id)
 
 
 # --- Answering --------------------------------------------------------------------
@@ -425,7 +402,7 @@ def ensure_schedules() -> None:
     Schedule.objects.get_or_create(
         name="Sweep stuck messages",
         defaults={
-            "func": "conversations.tasks.sweep_stuck_messages",
+            "func": selectors.SWEEPER_FUNC,
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,

@@ -34,6 +34,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "models_registry",
     "conversations",
@@ -104,6 +108,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en"
+LOCALE_PATHS = [BASE_DIR / "linebot_site" / "locale"]
 LANGUAGES = [("en", "English"), ("zh-hant", "繁體中文")]
 TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Taipei")
 USE_I18N = True
@@ -186,8 +191,39 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- REST API (/api/v1/, see README "REST API") --------------------------------------
+# Only DRF's own classes here: DRF resolves these while importing its views, so ours
+# (linebot_site.api) are set on the API's views instead.
 REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.DjangoModelPermissions"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_USER", "600/min"),
+        "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
+    },
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "linebot_site.api.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LINE × local LLM bot API",
+    "DESCRIPTION": "Channels, model backends, presets, chats, messages and the audit log, "
+                   "under the same permissions as the admin.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Write-only secrets stay out of the response components.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "linebot_site.api.add_error_responses",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -1,6 +1,11 @@
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
+
+admin.site.site_header = _("LINE LLM bot")
+admin.site.site_title = _("LINE LLM bot")
+admin.site.index_title = _("Dashboard")
 
 
 def healthz(request):
@@ -11,5 +16,7 @@ def healthz(request):
 urlpatterns = [
     path("", include("conversations.urls")),
     path("healthz", healthz),
+    path("api/v1/", include("linebot_site.api")),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,45 @@
+"""The dashboard's figures for the admin index page."""
+from django import template
+from django.core.cache import cache
+from django.utils.translation import gettext as _
+
+from models_registry.selectors import backend_health
+
+from .. import selectors
+from ..charts import grouped_bars
+
+register = template.Library()
+
+CACHE_SECONDS = 15
+
+
+@register.simple_tag(takes_context=True)
+def dashboard(context) -> dict | None:
+    """Figures, charts and health; cached briefly so a reload storm costs one query set."""
+    request = context["request"]
+    if not request.user.has_perm("conversations.view_message"):
+        return None
+    stats = cache.get("console:dashboard")
+    if stats is None:
+        stats = selectors.dashboard_stats()
+        cache.set("console:dashboard", stats, CACHE_SECONDS)
+    per_day = stats["messages_per_day"]
+    traffic = grouped_bars([
+        (day["day"].strftime("%m-%d"), [
+            ("bar-in", day["in"], _("%(n)s in on %(day)s") % {"n": day["in"], "day": day["day"]}),
+            ("bar-out", day["out"], _("%(n)s out on %(day)s") % {"n": day["out"], "day": day["day"]}),
+        ]) for day in per_day
+    ])
+    latency = grouped_bars([
+        (row["backend"][:14], [
+            ("p50", row["p50_ms"], f"p50 {row['p50_ms']} ms"),
+            ("p95", row["p95_ms"], f"p95 {row['p95_ms']} ms"),
+        ]) for row in stats["latency_by_backend"]
+    ])
+    return {
+        **stats,
+        "messages_today": per_day[-1]["in"] + per_day[-1]["out"] if per_day else 0,
+        "traffic_chart": traffic,
+        "latency_chart": latency,
+        "backends": backend_health(),
+    }

@@ -1,0 +1,91 @@
+"""REST API for model backends and sampling presets, validated and audited as in the admin."""
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from linebot_site.api import ApiViewMixin, AuditedWritesMixin, ModelCleanMixin
+
+from . import services
+from .models import ModelBackend, SamplingPreset
+
+
+class BackendSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """Where text is generated. The API key is write-only: never returned."""
+
+    write_only_secrets = ("api_key",)
+
+    api_key = serializers.CharField(write_only=True, required=False, allow_blank=True,
+                                    help_text="Write-only. Left out or blank on an update: kept.")
+    has_api_key = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelBackend
+        fields = ["id", "name", "kind", "base_url", "model", "api_key", "has_api_key", "timeout", "is_local",
+                  "enabled", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_has_api_key(self, backend: ModelBackend) -> bool:
+        return bool(backend.api_key)
+
+
+class ConnectionReportSerializer(serializers.Serializer):
+    """The outcome of a connection test. Never contains the API key."""
+
+    ok = serializers.BooleanField()
+    latency_ms = serializers.IntegerField()
+    detail = serializers.CharField()
+    models = serializers.ListField(child=serializers.CharField(), help_text="Models the server offers.")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List model backends"),
+    retrieve=extend_schema(summary="Get a model backend"),
+    create=extend_schema(summary="Add a model backend"),
+    update=extend_schema(summary="Replace a model backend's settings (an API key left out is kept)"),
+    partial_update=extend_schema(summary="Change a model backend (an API key left out is kept)"),
+    destroy=extend_schema(summary="Delete a model backend (refused with 409 while a preset uses it)"),
+)
+class BackendViewSet(ApiViewMixin, AuditedWritesMixin, viewsets.ModelViewSet):
+    queryset = ModelBackend.objects.order_by("name", "id")
+    serializer_class = BackendSerializer
+    filterset_fields = ["kind", "is_local", "enabled"]
+    action_permissions = {"test": ["models_registry.change_modelbackend"]}
+
+    @extend_schema(summary="Test the connection, as the admin's button does", request=None,
+                   responses={200: ConnectionReportSerializer})
+    @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
+    def test(self, request, pk=None):
+        backend = self.get_object()
+        report = services.check_backend(backend=backend)
+        detail = report.detail
+        if backend.api_key:
+            # A server's error text may quote the key it was sent.
+            detail = detail.replace(backend.api_key, "[hidden]")
+        return Response(ConnectionReportSerializer({
+            "ok": report.ok, "latency_ms": report.latency_ms, "detail": detail, "models": report.models,
+        }).data)
+
+
+class PresetSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """How text is generated: backend, fallback, system prompt and sampling parameters."""
+
+    class Meta:
+        model = SamplingPreset
+        fields = ["id", "name", "backend", "fallback_backend", "system_prompt", "temperature", "top_p", "top_k",
+                  "max_new_tokens", "repetition_penalty", "history_turns", "is_default", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List sampling presets"),
+    retrieve=extend_schema(summary="Get a sampling preset"),
+    create=extend_schema(summary="Add a sampling preset"),
+    update=extend_schema(summary="Replace a sampling preset"),
+    partial_update=extend_schema(summary="Change a sampling preset"),
+    destroy=extend_schema(summary="Delete a sampling preset (its chats fall back to the channel's default)"),
+)
+class PresetViewSet(ApiViewMixin, AuditedWritesMixin, viewsets.ModelViewSet):
+    queryset = SamplingPreset.objects.order_by("name", "id")
+    serializer_class = PresetSerializer
+    filterset_fields = ["backend", "is_default"]
