@@ -550,11 +550,17 @@ def _run_wrk(port, connections, messages, total, path, method, workdir: Path, ti
     argv = ["wrk", "-t1", f"-c{connections}", "-d3600s", f"--timeout={timeout_s}s",
             "-s", str(BENCH_DIR / "wrk_replay.lua"), f"http://127.0.0.1:{port}", "--", arg, str(total), path, method]
     proc = spawn(argv, pipe_stdout=True, log=workdir / "wrk.log")
+    lines = []
     try:
-        out, _ = proc.communicate(timeout=3600)
+        for raw in proc.stdout:  # wrk_replay.lua prints WRKDONE when all responses are in
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if line.startswith("WRKDONE"):
+                proc.send_signal(signal.SIGINT)  # ends wrk's -d sleep; it then prints WRKJSON
+        proc.wait(timeout=60)
     finally:
         stop(proc, grace=2)
-    text = out.decode(errors="replace")
+    text = "".join(lines)
     line = next((line for line in text.splitlines() if line.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result:\n{text}")

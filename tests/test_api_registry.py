@@ -190,7 +190,7 @@ def test_out_of_range_presets_are_refused_field_by_field(api, backend, fields, f
 def test_only_one_preset_is_the_global_default(api, preset):
     response = api.post("/api/v1/presets/", new_preset(preset.backend, is_default=True), format="json")
     assert response.status_code == 400
-    assert response.json() == {"non_field_errors": ["Constraint “one_default_preset” is violated."]}
+    assert response.json() == {"is_default": ["sampling preset with this global default already exists."]}
     assert SamplingPreset.objects.filter(is_default=True).count() == 1
 
 

@@ -1,9 +1,10 @@
 """The operator's journey in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-Saves screenshots of the main pages to docs/screenshots/.
+Saves screenshots of the main pages (to look at; `make screenshots` refreshes the README's).
 """
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from tests.fakes.line_api import FakeLineAPI
 from tests.fakes.ollama import FakeOllama
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# `make screenshots` points this at docs/screenshots/ for the README.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "linebot-screenshots")
 # Playwright's sync API runs an event loop in this thread; the ORM calls here are still sync.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -64,7 +66,15 @@ def bot_world(settings, django_user_model):
         yield ollama_server, line_api, group
 
 
+def submit(page, selector: str) -> None:
+    """Clicks a submit button and waits for the page it leads to."""
+    with page.expect_navigation():
+        page.click(selector)
+    page.wait_for_load_state()
+
+
 def shot(page, name: str) -> None:
+    page.wait_for_load_state()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
 
@@ -73,8 +83,8 @@ def log_in(page, base: str) -> None:
     page.goto(f"{base}/admin/login/")
     page.fill("#id_username", "operator")
     page.fill("#id_password", "console-test-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{base}/admin/")
+    submit(page, "input[type=submit]")
+    assert page.url == f"{base}/admin/"
 
 
 def test_operator_journey(page, live_server, bot_world, client):
@@ -88,15 +98,17 @@ def test_operator_journey(page, live_server, bot_world, client):
     page.select_option("#id_kind", "ollama")
     page.fill("#id_base_url", ollama_server.url)
     page.fill("#id_model", "gemma3:4b")
-    page.click("input[name=_save]")
-    page.get_by_role("link", name="Test connection").first.click()
+    submit(page, "input[name=_save]")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Test connection").first.click()
     report = page.locator(".connection-report")
     assert "Connected" in report.inner_text()
     assert page.locator(".model-list").inner_text().count("llama3.2:3b") == 1
     shot(page, "backend-test")
 
     # A missing model is named, and can be swapped for an installed one.
-    page.get_by_role("button", name="Use this model").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Use this model").click()
     assert "now uses llama3.2:3b" in page.locator(".messagelist").inner_text()
 
     # Make a preset.
@@ -105,17 +117,17 @@ def test_operator_journey(page, live_server, bot_world, client):
     page.select_option("#id_backend", label="Office Ollama (Ollama: llama3.2:3b)")
     page.fill("#id_system_prompt", "請用繁體中文簡短回答。")
     page.fill("#id_temperature", "3")
-    page.click("input[name=_save]")
+    submit(page, "input[name=_save]")
     assert "Ensure this value is less than or equal to 2.0" in page.locator(".errorlist").first.inner_text()
     page.fill("#id_temperature", "0.4")
-    page.click("input[name=_save]")
+    submit(page, "input[name=_save]")
     assert SamplingPreset.objects.get(name="Friendly zh-TW").temperature == 0.4
 
     # Try it in the playground.
     page.goto(f"{base}/admin/models_registry/samplingpreset/playground/")
     page.select_option("#id_preset", label="Friendly zh-TW")
     page.fill("#id_conversation", "User: 你好\nAssistant: 你好！\nUser: 明天會下雨嗎？")
-    page.click("input[type=submit]")
+    submit(page, "input[type=submit]")
     result = page.locator(".playground-result")
     assert "echo: 明天會下雨嗎？" in result.inner_text()
     assert "ms" in result.inner_text()
@@ -125,7 +137,7 @@ def test_operator_journey(page, live_server, bot_world, client):
     page.goto(f"{base}/admin/conversations/chat/")
     page.select_option(f"#id_form-0-preset", label="Friendly zh-TW")
     page.select_option(f"#id_form-0-reply_mode", "always")
-    page.click("input[name=_save]")
+    submit(page, "input[name=_save]")
     group.refresh_from_db()
     assert (group.preset.name, group.reply_mode) == ("Friendly zh-TW", "always")
     shot(page, "chats")
