@@ -72,6 +72,12 @@ class ChatForm(forms.ModelForm):
         return cleaned
 
 
+class ChatListForm(ChatForm):
+    """The inline editor of the chat list: a plain select, without the add/edit icons."""
+
+    preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.all(), required=False, label=_("Preset"))
+
+
 class ChatActionForm(ActionForm):
     preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.all(), required=False, label=_("Preset"))
     reply_mode = forms.ChoiceField(choices=[("", "---------"), *ReplyMode.choices], required=False,
@@ -83,8 +89,8 @@ class ChatAdmin(AuditedModelAdmin):
     form = ChatForm
     action_form = ChatActionForm
     actions = ["assign_preset", "set_reply_mode", "make_local_only", "allow_cloud"]
-    list_display = ["__str__", "source_type", "channel", "preset", "reply_mode", "local_only", "message_count",
-                    "last_activity", "retention_policy", "legal_hold", "thread_link"]
+    list_display = ["__str__", "source_type", "preset", "reply_mode", "local_only", "message_count",
+                    "last_activity", "retention_policy", "thread_link"]
     list_editable = ["preset", "reply_mode", "local_only"]
     list_filter = ["source_type", "reply_mode", "local_only", "is_active", "legal_hold", "channel"]
     list_select_related = ["channel", "preset"]
@@ -108,7 +114,7 @@ class ChatAdmin(AuditedModelAdmin):
         )
 
     def get_changelist_form(self, request, **kwargs):
-        return super().get_changelist_form(request, form=ChatForm, **kwargs)
+        return super().get_changelist_form(request, form=ChatListForm, **kwargs)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "GET" and object_id:

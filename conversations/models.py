@@ -50,9 +50,9 @@ class SourceType(models.TextChoices):
 
 
 class ReplyMode(models.TextChoices):
-    MENTION = "mention", _("when the bot is mentioned")
-    PREFIX = "prefix", _("when a message starts with the keyword")
-    ALWAYS = "always", _("to every message")
+    MENTION = "mention", _("when mentioned")
+    PREFIX = "prefix", _("keyword first")
+    ALWAYS = "always", _("always")
     OFF = "off", _("never")
 
 
@@ -67,7 +67,8 @@ class Chat(models.Model):
     )
     reply_mode = models.CharField(
         _("reply mode"), max_length=8, choices=ReplyMode.choices, default=ReplyMode.MENTION,
-        help_text=_("For groups and rooms; 1:1 chats are always answered."),
+        help_text=_("For groups and rooms: answer when the bot is mentioned, when a message starts with "
+                    "the keyword, always, or never. 1:1 chats are always answered."),
     )
     reply_prefix = models.CharField(_("keyword"), max_length=32, default="/ai", blank=True)
     local_only = models.BooleanField(

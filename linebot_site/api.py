@@ -5,7 +5,8 @@ from functools import lru_cache
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
-from django.urls import include, path
+from django.http import JsonResponse
+from django.urls import Resolver404, include, path, re_path, resolve
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, permissions, serializers, status
@@ -194,6 +195,18 @@ def add_error_responses(result, generator, request, public):
 # --- URLs -----------------------------------------------------------------------------
 
 
+def not_found(request, *args, **kwargs):
+    """Any other path under /api/v1/: a JSON 404, not Django's HTML page."""
+    detail = "Not found."
+    if not request.path.endswith("/"):
+        try:
+            if resolve(request.path + "/").func is not not_found:
+                detail = f"Not found. Did you mean {request.path}/ ?"
+        except Resolver404:
+            pass
+    return JsonResponse({"detail": detail}, status=404)
+
+
 @lru_cache(maxsize=1)
 def _urlpatterns() -> list:
     from conversations import api as conversations_api
@@ -213,6 +226,7 @@ def _urlpatterns() -> list:
         path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
         # Swagger UI only: drf-spectacular's Redoc page loads fonts from Google.
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+        re_path(r"", not_found),
     ]
 
 

@@ -6,6 +6,8 @@ from django.utils.translation import gettext_lazy as _
 admin.site.site_header = _("LINE LLM bot")
 admin.site.site_title = _("LINE LLM bot")
 admin.site.index_title = _("Dashboard")
+# The console's own navigation bar replaces the admin's sidebar, leaving room for the lists.
+admin.site.enable_nav_sidebar = False
 
 
 def healthz(request):
