@@ -102,7 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="Q_WORKERS for qcluster (default 4, the app's default)")
     parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for every reply (default 600)")
     parser.add_argument("--settle", type=float, default=5, help="seconds to wait after the last reply, for duplicates (default 5)")
-    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--loadgen", choices=["python", "wrk"], default="python",
+                        help="python (default): lean epoll client in bench/harness.py, exact latencies; "
+                             "wrk: wrk + bench/wrk_replay.lua (its latency percentiles are coordinated-omission corrected)")
     parser.add_argument("--keep", action="store_true", help="keep temporary directories (logs, SQLite files)")
     args = parser.parse_args(argv)
     h.install_signal_handlers()

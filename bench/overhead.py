@@ -139,7 +139,9 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=20, help="distinct LINE users (default 20)")
     parser.add_argument("--baseline-calls", type=int, default=200, help="direct fake round trips for the baseline (default 200)")
     parser.add_argument("--deadline", type=float, default=300, help="seconds to wait for the backlog to drain (default 300)")
-    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--loadgen", choices=["python", "wrk"], default="python",
+                        help="python (default): lean epoll client in bench/harness.py, exact latencies; "
+                             "wrk: wrk + bench/wrk_replay.lua (its latency percentiles are coordinated-omission corrected)")
     parser.add_argument("--keep", action="store_true", help="keep temporary directories (logs, SQLite files)")
     args = parser.parse_args(argv)
     h.install_signal_handlers()

@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=4000, help="webhooks (and baseline requests) per level above 1 connection (default 4000)")
     parser.add_argument("--requests-sequential", type=int, default=1000, help="the same at 1 connection (default 1000)")
     parser.add_argument("--users", type=int, default=100, help="distinct LINE users sending (default 100; each chat exists before measuring)")
-    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto", help="wrk if installed (default), else a lean asyncio client")
+    parser.add_argument("--loadgen", choices=["python", "wrk"], default="python",
+                        help="python (default): lean epoll client in bench/harness.py, exact latencies; "
+                             "wrk: wrk + bench/wrk_replay.lua (its latency percentiles are coordinated-omission corrected)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite file)")
     args = parser.parse_args(argv)
     h.install_signal_handlers()
@@ -43,6 +45,8 @@ def main(argv=None) -> int:
     h.print_header(f"webhook acknowledgement: {h.stack_label(name)}")
     print("gunicorn --workers 2 (sync); queue workers NOT running (acknowledgement only: verify, store, enqueue, 200)")
     print("baseline: GET /healthz on the same server (same middleware, no body, no database)")
+    print(f"load generator: {args.loadgen}, one request per connection (gunicorn sync workers close each one); "
+          "latency = connect to last byte of the response")
 
     rows, results = [], {}
     with h.Stack(name, keep=args.keep) as stack:
@@ -62,12 +66,13 @@ def main(argv=None) -> int:
             results[connections] = (base, hook)
             for label, r in (("GET /healthz (baseline)", base), ("POST /line/webhook/", hook)):
                 rows.append([label, connections, r.requests, r.rate, r.latency_ms["p50"], r.latency_ms["p90"],
-                             r.latency_ms["p99"], r.latency_ms["max"], r.non_ok + sum(r.errors.values())])
+                             r.latency_ms["p99"], r.latency_ms["max"], r.non_ok + sum(r.errors.values()),
+                             r.cpu_us_per_request])
         report = stack.db_report()
         problems = stack.log_problems()
 
     print()
-    print(h.table(["endpoint", "conns", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"], rows))
+    print(h.table(["endpoint", "conns", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "loadgen CPU us/req"], rows))
     stored = sum(report["inbound"].values())
     print(f"\nstored inbound messages: {stored} of {sent} sent ({report['inbound']}); "
           f"tasks waiting in the ORM queue: {report['ormq_left']}; log errors: {problems}")

@@ -113,8 +113,23 @@ class ChatAdmin(AuditedModelAdmin):
             ),
         )
 
+    list_per_page = 50
+
     def get_changelist_form(self, request, **kwargs):
         return super().get_changelist_form(request, form=ChatListForm, **kwargs)
+
+    def get_changelist_formset(self, request, **kwargs):
+        """Every row's preset menu shares one list of presets: one query, not one per row."""
+        formset = super().get_changelist_formset(request, **kwargs)
+        choices = [("", "---------"), *SamplingPreset.objects.order_by("name").values_list("pk", "name")]
+
+        class SharedChoicesForm(formset.form):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.fields["preset"].choices = choices
+
+        formset.form = SharedChoicesForm
+        return formset
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "GET" and object_id:

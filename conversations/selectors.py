@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Q
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -109,16 +108,20 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
     now = now or timezone.now()
     tz = timezone.get_current_timezone()
     first_day = (now.astimezone(tz) - timedelta(days=days - 1)).date()
-    since = datetime.combine(first_day, datetime.min.time(), tzinfo=tz)
-    per_day = {first_day + timedelta(days=i): {"in": 0, "out": 0} for i in range(days)}
-    rows = (Message.objects.filter(event_at__gte=since).annotate(day=TruncDate("event_at", tzinfo=tz))
-            .values("day", "direction").annotate(n=Count("id")).order_by())
-    for row in rows:
-        if row["day"] in per_day:
-            per_day[row["day"]][row["direction"]] = row["n"]
+    # One pass in SQL: a conditional count per (day, direction) bucket, bounded by local
+    # midnights, instead of a per-row date function (which SQLite runs in Python).
+    days_list = [first_day + timedelta(days=i) for i in range(days)]
+    bounds = [datetime.combine(day, datetime.min.time(), tzinfo=tz) for day in days_list]
+    bounds.append(bounds[-1] + timedelta(days=1))
+    buckets = {
+        f"{direction}_{i}": Count("id", filter=Q(direction=direction, event_at__gte=bounds[i], event_at__lt=bounds[i + 1]))
+        for i in range(days) for direction in (Direction.IN, Direction.OUT)
+    }
+    counts = Message.objects.filter(event_at__gte=bounds[0], event_at__lt=bounds[-1]).aggregate(**buckets)
+    per_day = [{"day": day, "in": counts[f"in_{i}"], "out": counts[f"out_{i}"]} for i, day in enumerate(days_list)]
     return {
         "generated_at": now,
-        "messages_per_day": [{"day": day, **counts} for day, counts in per_day.items()],
+        "messages_per_day": per_day,
         "latency_by_backend": latency_by_backend(since=now - timedelta(days=latency_days)),
         "failures_24h": Message.objects.filter(
             direction=Direction.IN, status=Status.FAILED, status_changed_at__gte=now - timedelta(hours=24)).count(),

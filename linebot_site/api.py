@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
 from django.http import JsonResponse
 from django.urls import Resolver404, include, path, re_path, resolve
+from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, permissions, serializers, status
@@ -195,6 +196,7 @@ def add_error_responses(result, generator, request, public):
 # --- URLs -----------------------------------------------------------------------------
 
 
+@csrf_exempt  # nothing to protect, and a refusal here would be HTML
 def not_found(request, *args, **kwargs):
     """Any other path under /api/v1/: a JSON 404, not Django's HTML page."""
     detail = "Not found."

@@ -173,3 +173,23 @@ def test_every_console_page_renders_without_debug(admin_client, settings, channe
                 "/admin/django_q/ormq/", "/admin/django_q/schedule/"]:
         response = admin_client.get(url, follow=True)
         assert response.status_code == 200, url
+
+
+def test_dashboard_stats_count_per_local_day_and_backend_latency(make_chat, make_message, backend):
+    from conversations import selectors
+
+    chat = make_chat("C" + "0e" * 16)
+    now = timezone.now()
+    make_message(chat, "today in")
+    make_message(chat, "today out", direction="out", backend=backend, latency_ms=100)
+    make_message(chat, "today out 2", direction="out", backend=backend, latency_ms=300)
+    make_message(chat, "three days ago", days_ago=3)
+    make_message(chat, "too old to show", days_ago=30)
+    make_message(chat, "failed", status="failed")
+    stats = selectors.dashboard_stats(now=now)
+    days = stats["messages_per_day"]
+    assert len(days) == 14 and days[-1]["day"] == timezone.localdate(now)
+    assert (days[-1]["in"], days[-1]["out"]) == (2, 2)
+    assert days[-4]["in"] == 1 and sum(d["in"] + d["out"] for d in days) == 5
+    assert stats["latency_by_backend"] == [{"backend": "Local Ollama", "answers": 2, "p50_ms": 100, "p95_ms": 300}]
+    assert stats["failures_24h"] == 1
