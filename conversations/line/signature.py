@@ -1,11 +1,13 @@
-"""X-Line-Signature: HMAC-SHA256 of the raw body under the channel secret."""
-from linebot.v3.webhook import SignatureValidator
+"""X-Line-Signature: base64 HMAC-SHA256 of the raw body under the channel secret.
+
+The same computation as line-bot-sdk's SignatureValidator, done here so that the web
+process verifies webhooks without importing the SDK (about 0.6 s and tens of MB).
+"""
+import base64
+import hashlib
+import hmac
 
 
 def signature_is_valid(*, body: bytes, signature: str, channel_secret: str) -> bool:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    # The SDK's validator compares in constant time.
-    return SignatureValidator(channel_secret).validate(text, signature)
+    expected = base64.b64encode(hmac.new(channel_secret.encode(), body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))

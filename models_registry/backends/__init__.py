@@ -1,4 +1,6 @@
 """One adapter per protocol behind the `Backend` interface; `backend_for` picks it."""
+from django.utils.module_loading import import_string
+
 from .base import (  # noqa: F401
     Backend,
     BackendConfig,
@@ -12,14 +14,11 @@ from .base import (  # noqa: F401
     SamplingParams,
     Turn,
 )
-from .ollama import OllamaBackend
-from .openai_compat import OpenAICompatBackend
-from .replicate import ReplicateBackend
-
-ADAPTERS: dict[str, type] = {
-    "ollama": OllamaBackend,
-    "replicate": ReplicateBackend,
-    "openai_compatible": OpenAICompatBackend,
+# Each adapter's client library is imported when a backend of its kind is first used.
+ADAPTERS: dict[str, str] = {
+    "ollama": "models_registry.backends.ollama.OllamaBackend",
+    "replicate": "models_registry.backends.replicate.ReplicateBackend",
+    "openai_compatible": "models_registry.backends.openai_compat.OpenAICompatBackend",
 }
 
 # Adapters hold connection pools; keep one per backend configuration per process.
@@ -31,5 +30,5 @@ def backend_for(config: BackendConfig) -> Backend:
     if adapter is None:
         if len(_cache) > 64:
             _cache.clear()
-        adapter = _cache[config] = ADAPTERS[config.kind](config)
+        adapter = _cache[config] = import_string(ADAPTERS[config.kind])(config)
     return adapter
