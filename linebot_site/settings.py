@@ -184,6 +184,8 @@ Q_CLUSTER = {
     "poll": float(os.environ.get("Q_POLL", "0.02")),
     "bulk": int(os.environ.get("Q_BULK", "1")),
     "label": "Task queue",
+    # django-q2 logs two lines per task at INFO; keep them for debugging only.
+    "log_level": os.environ.get("Q_LOG_LEVEL", "WARNING"),
     "sync": env_bool("Q_SYNC", False),
 }
 if REDIS_URL:
