@@ -3,6 +3,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
@@ -37,6 +38,7 @@ def bootstrap(*, admin_username: str, admin_password: str | None) -> list[str]:
         report.append(f"Created the default preset {preset.name!r}.")
     report += _default_channel()
     report += _admin_account(username=admin_username, password=admin_password)
+    report += _groups()
     services.ensure_schedules()
     return report
 
@@ -62,6 +64,22 @@ def _default_channel() -> list[str]:
         channel.save(update_fields=["channel_secret", "access_token", "updated_at"])
         return ["Updated the 'default' LINE channel's secret and token from the environment."]
     return []
+
+
+GROUP_APPS = ("conversations", "models_registry")
+
+
+def _groups() -> list[str]:
+    """"Operators" may change everything in the console; "Viewers" may only read it."""
+    made = []
+    for name, actions in (("Operators", ("view", "add", "change", "delete")), ("Viewers", ("view",))):
+        group, created = Group.objects.get_or_create(name=name)
+        wanted = Permission.objects.filter(content_type__app_label__in=GROUP_APPS,
+                                           codename__regex=rf"^({'|'.join(actions)})_")
+        group.permissions.add(*wanted)
+        if created:
+            made.append(f"Created the {name!r} group; add staff users to it in the admin.")
+    return made
 
 
 def _admin_account(*, username: str, password: str | None) -> list[str]:

@@ -68,3 +68,14 @@ def test_secrets_are_encrypted_in_the_database():
     assert "plain-secret-123" not in raw_channel[0] and "plain-token-456" not in raw_channel[1]
     assert raw_channel[0].startswith("gAAAA") and "r8_plainkey" not in raw_key
     assert LineChannel.objects.get().channel_secret == "plain-secret-123"
+
+
+def test_bootstrap_makes_operator_and_viewer_groups(capsys):
+    from django.contrib.auth.models import Group
+
+    run_bootstrap(capsys)
+    viewers = set(Group.objects.get(name="Viewers").permissions.values_list("codename", flat=True))
+    operators = set(Group.objects.get(name="Operators").permissions.values_list("codename", flat=True))
+    assert {"view_message", "view_chat", "view_modelbackend"} <= viewers
+    assert not any(code.startswith(("change_", "add_", "delete_")) for code in viewers)
+    assert {"change_modelbackend", "change_message", "change_linechannel"} <= operators
