@@ -11,9 +11,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.models import Schedule
 
+from linebot_site.retry import retrying
 from models_registry.backends import Turn
 from models_registry.models import ModelBackend, SamplingPreset
-from linebot_site.retry import retrying
 from models_registry.services import GenerationFailed, generate
 
 from . import selectors
@@ -25,6 +25,7 @@ from .pii import mask_pii
 from .queue import PROFILE_TASK, enqueue, enqueue_reply
 
 logger = logging.getLogger(__name__)
+
 
 def config(name: str):
     return settings.LINEBOT[name]
@@ -220,9 +221,7 @@ def answer_message(*, message_id: int) -> None:
         # A transient failure goes back to pending: the sweeper takes it up again later.
         status = Status.FAILED if gave_up else Status.PENDING
         _set_status(message, status, error=str(exc))
-        Message.objects.filter(pk=outbound.pk).update(
-            status=Status.FAILED if gave_up else Status.PENDING, error=str(exc)
-        )
+        Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
     Message.objects.filter(pk=outbound.pk).update(status=Status.REPLIED, status_changed_at=timezone.now())
@@ -340,7 +339,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> None:
 
 
 def _reply_token_fresh(message: Message) -> bool:
-    if not message.reply_token or message.delivered_calls:
+    if not message.reply_token:
         return False
     age = (timezone.now() - message.event_at).total_seconds()
     return age < config("REPLY_TOKEN_MAX_AGE")
