@@ -1,7 +1,10 @@
 """Putting work on django-q2's queue."""
 from functools import lru_cache
 
+from django.db import transaction
 from django_q.brokers import get_broker
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 REPLY_TASK = "conversations.tasks.answer_message"
@@ -20,3 +23,17 @@ def enqueue(func: str, *args) -> None:
 
 def enqueue_reply(*, message_id: int) -> None:
     enqueue(REPLY_TASK, message_id)
+
+
+def enqueue_after_commit(func: str, *args) -> None:
+    """Queues a task that must not run before the current transaction commits.
+
+    With django-q2's ORM broker the queue is a table in the same database, so the task is
+    written inside the transaction instead: one commit, and the message and its task are
+    stored together or not at all. (Sync mode, used by the tests, runs tasks at once, so
+    it waits for the commit like Redis does.)
+    """
+    if isinstance(broker(), ORM) and not Conf.SYNC:
+        enqueue(func, *args)
+    else:
+        transaction.on_commit(lambda: enqueue(func, *args), robust=True)

@@ -22,7 +22,7 @@ from .line.client import LineAPIError, line_client, retry_key
 from .line.text import batches, split_text
 from .models import Chat, Direction, LineChannel, Message, ReplyMode, SourceType, Status
 from .pii import mask_pii
-from .queue import PROFILE_TASK, enqueue, enqueue_reply
+from .queue import PROFILE_TASK, REPLY_TASK, enqueue_after_commit, enqueue_reply
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _on_message(channel: LineChannel, event: dict) -> str:
         # LINE redelivered an event we already have: it was queued the first time.
         return "duplicates"
     if not skip_reason:
-        transaction.on_commit(lambda: enqueue_reply(message_id=stored.pk), robust=True)
+        enqueue_after_commit(REPLY_TASK, stored.pk)
     return "stored"
 
 
@@ -173,8 +173,7 @@ def _chat_for_event(channel: LineChannel, event: dict) -> Chat:
         except IntegrityError:
             # Another request created it a moment ago.
             return Chat.objects.get(channel=channel, line_id=line_id)
-        chat_id = chat.pk
-        transaction.on_commit(lambda: enqueue(PROFILE_TASK, chat_id), robust=True)
+        enqueue_after_commit(PROFILE_TASK, chat.pk)
     return chat
 
 
@@ -215,7 +214,7 @@ def answer_message(*, message_id: int) -> None:
             _show_loading(chat=chat)
         outbound = _compose_answer(message=message)
     try:
-        _deliver(outbound=outbound, inbound=message)
+        calls = _deliver(outbound=outbound, inbound=message)
     except LineAPIError as exc:
         gave_up = message.attempts >= config("MAX_ATTEMPTS") or not exc.transient
         # A transient failure goes back to pending: the sweeper takes it up again later.
@@ -224,8 +223,10 @@ def answer_message(*, message_id: int) -> None:
         Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
-    Message.objects.filter(pk=outbound.pk).update(status=Status.REPLIED, status_changed_at=timezone.now())
-    _set_status(message, Status.REPLIED if outbound.backend_id else Status.FAILED)
+    with transaction.atomic():
+        Message.objects.filter(pk=outbound.pk).update(
+            status=Status.REPLIED, status_changed_at=timezone.now(), delivered_calls=calls)
+        _set_status(message, Status.REPLIED if outbound.backend_id else Status.FAILED)
 
 
 def _claim(message_id: int) -> Message | None:
@@ -308,8 +309,10 @@ def _masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[T
     return prepare
 
 
-def _deliver(*, outbound: Message, inbound: Message) -> None:
-    """Sends the answer in calls of up to five texts, resuming after the last call that went through."""
+def _deliver(*, outbound: Message, inbound: Message) -> int:
+    """Sends the answer in calls of up to five texts, resuming after the last call that went
+    through; returns the number of calls. Progress is recorded after each call but the last,
+    which the caller records with the final status."""
     chat = inbound.chat
     client = line_client(chat.channel.access_token)
     calls = batches(split_text(outbound.text))
@@ -335,7 +338,9 @@ def _deliver(*, outbound: Message, inbound: Message) -> None:
                 if not exc.already_accepted:
                     raise
         outbound.delivered_calls = index + 1
-        Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)
+        if index + 1 < len(calls):
+            Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)
+    return len(calls)
 
 
 def _reply_token_fresh(message: Message) -> bool:

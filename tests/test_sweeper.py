@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def stored_but_not_queued(webhook, preset, monkeypatch):
     """A message whose task was lost between commit and queue (e.g. the broker was down)."""
-    monkeypatch.setattr(services, "enqueue_reply", lambda **kwargs: None)
+    monkeypatch.setattr(services, "enqueue_after_commit", lambda *args: None)
     webhook.post(ev.text_message_event("lost task"))
     monkeypatch.undo()
     return Message.objects.get()
