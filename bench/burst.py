@@ -39,7 +39,7 @@ def run_stack(name: str, args) -> dict:
         stack.start_qcluster()
         warm = h.make_messages(args.users, users=users, tag="warm")
         h.run_load(stack.port, connections=4, messages=warm, tool=args.loadgen, workdir=stack.tmp)
-        if not watcher.wait_for([m.reply for m in warm], timeout=120):
+        if not watcher.wait_for([m.reply for m in warm], timeout=120, procs=[stack.qcluster]):
             raise RuntimeError("warm-up replies did not arrive; see the qcluster log in " + str(stack.tmp))
 
         tag = uuid.uuid4().hex[:6]
@@ -57,7 +57,8 @@ def run_stack(name: str, args) -> dict:
                 last_print[0] = time.monotonic()
                 print(f"[{name}]   {done}/{total} answered after {time.time() - started:.0f} s", flush=True)
 
-        complete = watcher.wait_for(texts, timeout=args.deadline, interval=0.5, progress=progress)
+        complete = watcher.wait_for(texts, timeout=args.deadline, interval=0.5, progress=progress,
+                                    procs=[stack.qcluster])
         time.sleep(args.settle)  # late duplicates would arrive now
         watcher.poll()
         drained_at = time.time()

@@ -80,7 +80,7 @@ def run_stack(name: str, args) -> dict:
         warm = h.make_messages(args.users + 20, users=users, tag="warm")
         for msg in warm:
             h.post_webhook(stack.port, msg)
-        if not watcher.wait_for([m.reply for m in warm], timeout=120):
+        if not watcher.wait_for([m.reply for m in warm], timeout=120, procs=[stack.qcluster]):
             raise RuntimeError("warm-up replies did not arrive; see the qcluster log in " + str(stack.tmp))
 
         # 1. sequential latency
@@ -112,7 +112,7 @@ def run_stack(name: str, args) -> dict:
         watcher.poll()
         started = stack.start_qcluster()
         texts = [m.reply for m in backlog]
-        done = watcher.wait_for(texts, timeout=args.deadline, interval=0.2)
+        done = watcher.wait_for(texts, timeout=args.deadline, interval=0.2, procs=[stack.qcluster])
         times = sorted(at for t in texts for at, _ in watcher.deliveries.get(t, [])[:1])
         delivered = len(times)
         out["backlog"] = {

@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--loadgen", choices=["python", "wrk"], default="python",
                         help="python (default): lean epoll client in bench/harness.py, exact latencies; "
                              "wrk: wrk + bench/wrk_replay.lua (its latency percentiles are coordinated-omission corrected)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers (default 2, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite file)")
     args = parser.parse_args(argv)
     h.install_signal_handlers()
@@ -43,13 +44,13 @@ def main(argv=None) -> int:
     name = "postgres-redis" if args.postgres_redis else "sqlite-orm"
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     h.print_header(f"webhook acknowledgement: {h.stack_label(name)}")
-    print("gunicorn --workers 2 (sync); queue workers NOT running (acknowledgement only: verify, store, enqueue, 200)")
+    print(f"gunicorn --workers {args.web_workers} (sync); queue workers NOT running (acknowledgement only: verify, store, enqueue, 200)")
     print("baseline: GET /healthz on the same server (same middleware, no body, no database)")
     print(f"load generator: {args.loadgen}, one request per connection (gunicorn sync workers close each one); "
           "latency = connect to last byte of the response")
 
     rows, results = [], {}
-    with h.Stack(name, keep=args.keep) as stack:
+    with h.Stack(name, keep=args.keep, web_workers=args.web_workers) as stack:
         users = h.user_ids(args.users)
         # Warm-up: both gunicorn workers import everything, every chat exists, the DB is warm.
         h.run_load(stack.port, connections=4, count=200, path="/healthz", method="GET", tool=args.loadgen, workdir=stack.tmp)

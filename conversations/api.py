@@ -3,10 +3,14 @@
 Views are thin: the admin's services do the work (save_with_audit, chats.update_chats,
 redaction.redact_messages, audit.record, selectors.dashboard_stats).
 """
+from datetime import timezone as dt_timezone
+
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.urls import reverse
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view, inline_serializer
 from rest_framework import mixins, permissions, serializers, status, viewsets
@@ -15,14 +19,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from linebot_site.api import (
-    AnonThrottle,
-    ApiViewMixin,
-    AuditedWritesMixin,
-    HasPermissions,
-    ModelCleanMixin,
-    UserThrottle,
-)
+from linebot_site.api import AnonThrottle, ApiViewMixin, AuditedWritesMixin, HasPermissions, ModelCleanMixin
 
 from . import audit, chats, health, redaction, selectors
 from .models import AuditAction, AuditEvent, Chat, Direction, LineChannel, Message, Status
@@ -135,6 +132,8 @@ class ChatViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
 
 # --- Messages -------------------------------------------------------------------------
 
+MAX_ID = 2**63 - 1  # BigAutoField; larger numbers overflow the database driver
+
 
 class MessageSerializer(serializers.ModelSerializer):
     """As the admin shows a message: no reply token, no hash of a redacted original."""
@@ -154,24 +153,40 @@ class RedactSerializer(serializers.Serializer):
 
 
 class BulkRedactSerializer(RedactSerializer):
-    ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=1,
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), min_length=1,
                                 max_length=1000, help_text="Message ids.")
 
 
-@extend_schema_field(OpenApiTypes.INT)
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
 class IdFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
+    def __init__(self, **kwargs):
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """ISO 8601, passed on in UTC: PostgreSQL refuses offsets past ±15:59."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        try:
+            return moment.astimezone(dt_timezone.utc) if moment else moment
+        except OverflowError:
+            raise ValidationError("Enter a date/time between the years 1 and 9999.", code="invalid") from None
+
+
+class DateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
 
 class MessageFilter(django_filters.FilterSet):
-    chat = IdFilter(field_name="chat_id", min_value=1, help_text="Chat id.")
+    chat = IdFilter(field_name="chat_id", help_text="Chat id.")
     user = django_filters.CharFilter(field_name="line_user_id", help_text="The sender's LINE user id.")
     direction = django_filters.ChoiceFilter(choices=Direction.choices)
     status = django_filters.ChoiceFilter(choices=Status.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="event_at", lookup_expr="gte",
-                                             help_text="ISO 8601; messages sent at or after.")
-    until = django_filters.IsoDateTimeFilter(field_name="event_at", lookup_expr="lt",
-                                             help_text="ISO 8601; messages sent before.")
+    since = DateTimeFilter(field_name="event_at", lookup_expr="gte", help_text="ISO 8601; messages sent at or after.")
+    until = DateTimeFilter(field_name="event_at", lookup_expr="lt", help_text="ISO 8601; messages sent before.")
 
     class Meta:
         model = Message
@@ -220,7 +235,7 @@ class MessageViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(summary="Redact a message: its text goes, who/when/why stay", request=RedactSerializer,
                    responses={200: MessageSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], filter_backends=[])
     def redact(self, request, pk=None):
         message = self.get_object()
         serializer = RedactSerializer(data=request.data)
@@ -257,8 +272,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
 class AuditEventFilter(django_filters.FilterSet):
     action = django_filters.ChoiceFilter(choices=AuditAction.choices)
     actor = django_filters.CharFilter(field_name="actor_username", help_text="User name.")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = DateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601.")
+    until = DateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601.")
 
     class Meta:
         model = AuditEvent

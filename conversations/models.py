@@ -153,6 +153,7 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["chat", "-id"], name="message_chat_recent"),
             models.Index(fields=["status", "status_changed_at"], name="message_status_age"),
+            models.Index(fields=["status", "-id"], name="message_status_recent"),
             models.Index(fields=["line_message_id"], name="message_line_id"),
             models.Index(fields=["chat", "event_at"], name="message_chat_age"),
             models.Index(fields=["line_user_id", "id"], name="message_sender"),

@@ -155,6 +155,9 @@ def queue_depth() -> int | None:
 
 
 def workers_alive(*, now: datetime) -> bool:
-    """Whether a qcluster is running: its scheduler keeps the minute-by-minute sweep on time."""
-    next_run = Schedule.objects.filter(func=SWEEPER_FUNC).values_list("next_run", flat=True).first()
-    return bool(next_run and next_run > now - timedelta(seconds=150))
+    """Whether a qcluster is running: its scheduler keeps the minute-by-minute sweep on time.
+
+    A schedule that never ran (no task yet) says nothing, however fresh its next_run.
+    """
+    return Schedule.objects.filter(
+        func=SWEEPER_FUNC, task__isnull=False, next_run__gt=now - timedelta(seconds=150)).exists()

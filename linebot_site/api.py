@@ -3,6 +3,7 @@ writes) and its URLs under /api/v1/."""
 import copy
 from functools import lru_cache
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
 from django.http import JsonResponse
@@ -92,7 +93,7 @@ class ModelCleanMixin:
     (field validators, uniqueness, constraints), reported per field.
 
     `write_only_secrets` are never returned; left out or blank on an update, the stored
-    value stays.
+    value stays. `required_secrets` must be given when creating.
     """
 
     write_only_secrets: tuple[str, ...] = ()
@@ -144,13 +145,24 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "too_large"
+
+
 def exception_handler(exc, context):
-    """DRF's handler, also turning the model layer's refusals into 400 and 409 answers."""
+    """DRF's handler, also answering in JSON what the model layer and Django's request
+    parsing refuse (Django alone would answer 500 or an HTML page)."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(serializers.as_serializer_error(exc))
     elif isinstance(exc, ProtectedError):
         used_by = sorted({str(obj) for obj in exc.protected_objects})[:10]
         exc = Conflict(f"Still used by: {', '.join(used_by)}. Change or delete those first.")
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        exc = exceptions.ParseError("The request has too many fields.")
     return drf_exception_handler(exc, context)
 
 
@@ -171,6 +183,7 @@ _ERRORS = {
     "401": ("Error", "No or invalid credentials."),
     "403": ("Error", "The user lacks the model permission."),
     "404": ("Error", "Not found."),
+    "413": ("Error", "The request body is too large."),
     "429": ("Error", "Too many requests (see Retry-After)."),
 }
 
@@ -184,7 +197,8 @@ def add_error_responses(result, generator, request, public):
             has_input = "requestBody" in operation or any(
                 parameter["in"] == "query" for parameter in operation.get("parameters", []))
             for code, (component, description) in _ERRORS.items():
-                if (anonymous and code in ("401", "403")) or (code == "400" and not has_input):
+                if ((anonymous and code in ("401", "403")) or (code == "400" and not has_input)
+                        or (code == "413" and "requestBody" not in operation)):
                     continue
                 operation["responses"].setdefault(code, {
                     "description": description,

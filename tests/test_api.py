@@ -16,7 +16,7 @@ from django_q.models import Schedule
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from conversations import health
+from conversations import bootstrap, health
 from conversations.models import AuditAction, AuditEvent, Chat, Message
 from models_registry.backends import ConnectionReport
 from models_registry.models import ModelBackend, SamplingPreset
@@ -43,9 +43,15 @@ def client_for(user: User | None) -> APIClient:
 
 
 @pytest.fixture
-def api(admin_user) -> APIClient:
+def superuser(db) -> User:
+    # No password: hashing one costs about half a second per test.
+    return User.objects.create(username="operator", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def api(superuser) -> APIClient:
     """A superuser's token."""
-    return client_for(admin_user)
+    return client_for(superuser)
 
 
 @pytest.fixture
@@ -53,7 +59,7 @@ def reader(db) -> User:
     """A member of a read-only group: every view_ permission, nothing else."""
     group = Group.objects.create(name="API readers")
     group.permissions.set(Permission.objects.filter(codename__in=[f"view_{model}" for model in API_MODELS]))
-    user = User.objects.create_user("reader", password="x")
+    user = User.objects.create(username="reader")
     user.groups.add(group)
     return user
 
@@ -66,7 +72,7 @@ def reader_api(reader) -> APIClient:
 @pytest.fixture
 def nobody_api(db) -> APIClient:
     """Signed in, no permissions."""
-    return client_for(User.objects.create_user("nobody", password="x"))
+    return client_for(User.objects.create(username="nobody"))
 
 
 @pytest.fixture
@@ -95,8 +101,10 @@ def no_backend_calls(monkeypatch):
 
 
 @pytest.fixture
-def no_workers(db):
-    """No qcluster: the sweep schedule is long overdue (migrate just made it, which looks fresh)."""
+def no_workers(db, monkeypatch):
+    """No qcluster: none reports its status, and the sweep schedule is long overdue
+    (migrate just made it, which looks fresh)."""
+    monkeypatch.setattr(health.Stat, "get_all", staticmethod(lambda broker=None: []))
     Schedule.objects.update(next_run=timezone.now() - timedelta(hours=1))
 
 
@@ -159,24 +167,28 @@ def test_one_permission_allows_exactly_its_write(reader, backend):
     assert writer.delete(f"/api/v1/backends/{backend.pk}/").status_code == 403
 
 
-def test_session_sign_in_works_for_the_browsable_api(client, admin_user):
-    client.force_login(admin_user)
+def test_session_sign_in_works_for_the_browsable_api(client, superuser):
+    client.force_login(superuser)
     response = client.get("/api/v1/backends/", HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert b"Model Backend List" in response.content or b"Backend" in response.content
 
 
-def test_a_token_can_be_made_with_the_management_command(admin_user, capsys):
-    call_command("drf_create_token", admin_user.username)
-    key = Token.objects.get(user=admin_user).key
+def test_a_token_can_be_made_with_the_management_command(superuser, capsys):
+    call_command("drf_create_token", superuser.username)
+    key = Token.objects.get(user=superuser).key
     assert key in capsys.readouterr().out
-    assert client_for(admin_user).get("/api/v1/backends/").status_code == 200
+    assert client_for(superuser).get("/api/v1/backends/").status_code == 200
 
 
-def test_tokens_are_managed_in_the_admin(admin_client, admin_user):
-    token = Token.objects.create(user=admin_user)
-    assert admin_client.get("/admin/authtoken/tokenproxy/").status_code == 200
-    response = admin_client.post(f"/admin/authtoken/tokenproxy/{admin_user.pk}/delete/", {"post": "yes"})
+def test_tokens_are_managed_in_the_admin(client, superuser):
+    from django.contrib import admin
+    from rest_framework.authtoken.models import TokenProxy
+
+    assert admin.site.is_registered(TokenProxy)
+    token = Token.objects.create(user=superuser)
+    client.force_login(superuser)
+    response = client.post(f"/admin/authtoken/tokenproxy/{superuser.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Token.objects.filter(key=token.key).exists()
     anon = APIClient()
@@ -231,6 +243,23 @@ def test_the_schema_is_served_and_keeps_secrets_out_of_responses(anon_api):
     assert {"has_channel_secret", "has_access_token", "webhook_url"} <= components["Channel"]["properties"].keys()
     health_get = schema["paths"]["/api/v1/health"]["get"]
     assert {"200", "503"} <= health_get["responses"].keys() and "401" not in health_get["responses"]
+
+
+def test_unknown_api_paths_answer_json_404(anon_api, api):
+    assert api.get("/api/v1/nothing/").json() == {"detail": "Not found."}
+    response = api.post("/api/v1/backends", {}, format="json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found. Did you mean /api/v1/backends/ ?"}
+
+
+def test_requests_django_refuses_to_parse_are_answered_in_json(api, settings):
+    fields = {"ids": list(range(1, 1001)), "reason": "many"}
+    response = api.post("/api/v1/messages/redact/", fields, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The request has too many fields."}
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    response = api.post("/api/v1/messages/redact/", {"ids": [1], "reason": "x" * 200}, format="json")
+    assert response.status_code == 413 and response.json() == {"detail": "The request body is too large."}
 
 
 def test_swagger_ui_is_served_from_local_static_files(anon_api):
@@ -359,7 +388,7 @@ def test_readme_example_requests_in_order(api, channel, make_chat, make_message)
     make_message(chat, "hello bot", user="U1")
 
     backend = api.post("/api/v1/backends/", {
-        "name": "Local Ollama", "kind": "ollama", "base_url": "http://localhost:11434", "model": "gemma3:4b",
+        "name": "Ollama llama3.2", "kind": "ollama", "base_url": "http://localhost:11434", "model": "llama3.2:3b",
     }, format="json")
     assert backend.status_code == 201, backend.json()
     preset = api.post("/api/v1/presets/", {
@@ -383,12 +412,14 @@ def test_readme_example_requests_in_order(api, channel, make_chat, make_message)
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
-def test_readme_script_runs_with_curl_against_a_live_server(live_server, admin_user, channel):
-    """The README's script itself, run by sh with curl against a live server."""
+def test_readme_script_runs_with_curl_against_a_live_server(live_server, superuser, channel):
+    """The README's script itself, run by sh with curl against a live server, after
+    bootstrap's defaults (so its names must not clash with them)."""
+    bootstrap.bootstrap(admin_username="admin", admin_password="x" * 20)
     Chat.objects.create(channel=channel, source_type="group", line_id="C0123456789abcdef0123456789abcdef")
     Message.objects.create(chat=Chat.objects.get(), direction="in", text="hello bot", event_at=timezone.now(),
                            status_changed_at=timezone.now() - timedelta(seconds=1))
-    token = Token.objects.create(user=admin_user)
+    token = Token.objects.create(user=superuser)
     result = subprocess.run(
         ["sh", "-c", readme_script()], capture_output=True, text=True, timeout=60,
         env={"PATH": os.environ["PATH"], "API": f"{live_server.url}/api/v1", "TOKEN": token.key},

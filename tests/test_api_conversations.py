@@ -1,5 +1,6 @@
 """/api/v1/channels/, chats/, messages/ and audit-events/: the admin's rules and audit trail."""
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -9,7 +10,7 @@ from conversations.models import AuditAction, AuditEvent, Chat, LineChannel, Mes
 from conversations.redaction import REDACTED_TEXT
 from models_registry.models import ModelBackend, SamplingPreset
 from tests.conftest import ACCESS_TOKEN, CHANNEL_SECRET
-from tests.test_api import api, api_test_settings, nobody_api, reader, reader_api  # noqa: F401 (fixtures)
+from tests.test_api import api, api_test_settings, nobody_api, reader, reader_api, superuser  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -106,7 +107,7 @@ def test_list_and_filter_chats(api, make_chat):
     assert api.get("/api/v1/chats/", {"source_type": "channel"}).status_code == 400
 
 
-def test_assign_a_preset_and_settings_to_a_chat(api, make_chat, preset, admin_user):
+def test_assign_a_preset_and_settings_to_a_chat(api, make_chat, preset, superuser):
     chat = make_chat("Cgroup")
     response = api.patch(f"/api/v1/chats/{chat.pk}/", {"preset": preset.pk, "reply_mode": "always",
                                                        "line_id": "ignored"}, format="json")
@@ -115,7 +116,7 @@ def test_assign_a_preset_and_settings_to_a_chat(api, make_chat, preset, admin_us
     chat.refresh_from_db()
     assert chat.preset == preset and chat.reply_mode == "always" and chat.line_id == "Cgroup"
     event = AuditEvent.objects.get(action=AuditAction.CHAT_CHANGE)
-    assert event.actor_username == admin_user.username
+    assert event.actor_username == superuser.username
     assert event.details["changes"] == {"preset": [None, preset.pk], "reply_mode": ["mention", "always"]}
 
 
@@ -231,12 +232,21 @@ def test_filter_messages(api, conversation):
     ({"direction": "sideways"}, "direction", "Select a valid choice. sideways is not one of the available choices."),
     ({"status": "lost"}, "status", "Select a valid choice. lost is not one of the available choices."),
     ({"chat": "abc"}, "chat", "Enter a whole number."),
+    ({"chat": str(2**100)}, "chat", "Ensure this value is less than or equal to 9223372036854775807."),
+    ({"since": "9999-12-31T23:00:00-05:00"}, "since", "Enter a date/time between the years 1 and 9999."),
 ])
 def test_bad_message_filters_are_400_with_the_field(api, conversation, params, field, message):
     response = api.get("/api/v1/messages/", params)
     assert response.status_code == 400
     assert response.json() == {field: [message]}
     assert not AuditEvent.objects.exists()
+
+
+def test_unusual_offsets_are_read_as_the_same_moment(api, conversation):
+    chat, (question, answer, late, elsewhere) = conversation
+    moment = late.event_at - timedelta(minutes=1)
+    odd = moment.astimezone(dt_timezone(timedelta(hours=17, minutes=9))).isoformat()
+    assert ids(api.get("/api/v1/messages/", {"chat": chat.pk, "since": odd})) == [late.pk]
 
 
 def test_messages_page_by_cursor(api, make_chat, make_message):
@@ -269,11 +279,11 @@ def test_pages_deep_in_a_big_table_cost_the_same_queries(api, make_chat, django_
     assert "COUNT(" not in sql and "OFFSET" not in sql
 
 
-def test_listing_a_chats_messages_is_audited_once(api, conversation, admin_user):
+def test_listing_a_chats_messages_is_audited_once(api, conversation, superuser):
     chat, _ = conversation
     api.get("/api/v1/messages/", {"chat": chat.pk})
     [event] = AuditEvent.objects.filter(action=AuditAction.VIEW_CONVERSATION)
-    assert (event.target_type, event.target_id, event.actor_username) == ("chat", str(chat.pk), admin_user.username)
+    assert (event.target_type, event.target_id, event.actor_username) == ("chat", str(chat.pk), superuser.username)
     assert event.details["count"] == 3 and event.details["filters"] == {"chat": str(chat.pk)}
     api.get("/api/v1/messages/", {"user": "U1"})
     assert AuditEvent.objects.filter(action=AuditAction.VIEW_CONVERSATION, target_type="messages").count() == 1
@@ -300,13 +310,13 @@ def test_messages_are_read_only(api, conversation):
     assert api.delete(f"/api/v1/messages/{question.pk}/").status_code == 405
 
 
-def test_redact_a_message(api, conversation, admin_user):
+def test_redact_a_message(api, conversation, superuser):
     _, (question, *_) = conversation
     response = api.post(f"/api/v1/messages/{question.pk}/redact/", {"reason": "Phone number"}, format="json")
     assert response.status_code == 200
     body = response.json()
     assert body["text"] == REDACTED_TEXT and body["redacted"] is True
-    assert body["redaction_reason"] == "Phone number" and body["redacted_by"] == admin_user.username
+    assert body["redaction_reason"] == "Phone number" and body["redacted_by"] == superuser.username
     assert "original_hmac" not in body
     event = AuditEvent.objects.get(action=AuditAction.REDACT)
     assert event.target_id == str(question.pk) and event.details["reason"] == "Phone number"

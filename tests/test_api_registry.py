@@ -4,7 +4,7 @@ import pytest
 from conversations.models import AuditAction, AuditEvent
 from models_registry.backends import ConnectionReport
 from models_registry.models import ModelBackend, SamplingPreset
-from tests.test_api import api, api_test_settings, nobody_api, reader, reader_api  # noqa: F401 (fixtures)
+from tests.test_api import api, api_test_settings, nobody_api, reader, reader_api, superuser  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ def test_filter_backends(api, cloud, backend):
     assert api.get("/api/v1/backends/", {"kind": "nonsense"}).status_code == 400
 
 
-def test_create_a_backend_stores_the_key_and_audits_without_it(api, admin_user):
+def test_create_a_backend_stores_the_key_and_audits_without_it(api, superuser):
     response = api.post("/api/v1/backends/", new_backend(api_key="sk-new-key"), format="json")
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -48,7 +48,7 @@ def test_create_a_backend_stores_the_key_and_audits_without_it(api, admin_user):
     backend = ModelBackend.objects.get(pk=body["id"])
     assert backend.api_key == "sk-new-key" and backend.timeout == 60.0
     event = AuditEvent.objects.get(action=AuditAction.BACKEND_CHANGE)
-    assert event.actor_username == admin_user.username and event.target_id == str(backend.pk)
+    assert event.actor_username == superuser.username and event.target_id == str(backend.pk)
     assert event.details["created"] is True and event.details["changes"]["api_key"] == "(changed)"
     assert "sk-new-key" not in str(event.details)
 

@@ -28,7 +28,7 @@ from conversations.models import AuditEvent, Chat, LineChannel, Message
 from models_registry import services as registry_services
 from models_registry.backends import ConnectionReport
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
-from tests.test_api import api_test_settings  # noqa: F401 (fixture: no throttling, clean cache)
+from tests.test_api import api_test_settings, superuser  # noqa: F401 (fixtures: no throttling, clean cache)
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 25
@@ -82,8 +82,8 @@ def seeded(ollama_server) -> dict[str, int]:
 
 
 @pytest.fixture
-def live_schema(live_server, admin_user, offline_backends):
-    token = Token.objects.create(user=admin_user)
+def live_schema(live_server, superuser, offline_backends):
+    token = Token.objects.create(user=superuser)
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/?format=json", timeout=30)
     schema.config.update(base_url=live_server.url, headers={"Authorization": f"Token {token.key}"},
                          request_timeout=20)

@@ -193,3 +193,17 @@ def test_dashboard_stats_count_per_local_day_and_backend_latency(make_chat, make
     assert days[-4]["in"] == 1 and sum(d["in"] + d["out"] for d in days) == 5
     assert stats["latency_by_backend"] == [{"backend": "Local Ollama", "answers": 2, "p50_ms": 100, "p95_ms": 300}]
     assert stats["failures_24h"] == 1
+
+
+def test_workers_count_as_alive_only_once_the_scheduler_ran_the_sweep():
+    from django_q.models import Schedule
+
+    from conversations import selectors
+
+    now = timezone.now()
+    sweep = Schedule.objects.get(func=selectors.SWEEPER_FUNC)
+    Schedule.objects.filter(pk=sweep.pk).update(next_run=now + timedelta(seconds=30), task=None)
+    assert not selectors.workers_alive(now=now), "a schedule migrate just made proves nothing"
+    Schedule.objects.filter(pk=sweep.pk).update(task="a1b2c3")
+    assert selectors.workers_alive(now=now)
+    assert not selectors.workers_alive(now=now + timedelta(minutes=5)), "a late sweep means no scheduler"
