@@ -2,6 +2,7 @@
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,16 +45,26 @@ class IngestResult:
 def ingest_events(*, channel: LineChannel, events: list, destination: str = "") -> IngestResult:
     """Stores each event once (keyed on webhookEventId) and queues the answers.
 
-    Runs in one transaction; reply tasks are queued only once it commits.
+    Runs in one transaction; reply tasks are queued only once it commits. The first try
+    takes no savepoints (they cost round trips on every webhook); if an insert collides —
+    a redelivered event, a chat created by a concurrent request — the transaction is
+    rolled back whole and done again with a savepoint around each insert.
     """
+    if destination and destination != channel.bot_user_id:
+        LineChannel.objects.filter(pk=channel.pk).update(bot_user_id=destination)
+        channel.bot_user_id = destination
+    try:
+        return _ingest(channel=channel, events=events, careful=False)
+    except IntegrityError:
+        return _ingest(channel=channel, events=events, careful=True)
+
+
+def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResult:
     result = IngestResult()
     with transaction.atomic():
-        if destination and destination != channel.bot_user_id:
-            LineChannel.objects.filter(pk=channel.pk).update(bot_user_id=destination)
-            channel.bot_user_id = destination
         for event in events:
             try:
-                outcome = _ingest_event(channel=channel, event=event)
+                outcome = _ingest_event(channel=channel, event=event, careful=careful)
             except line_events.MalformedEvent as exc:
                 logger.warning("Ignored a malformed webhook event: %s", exc)
                 outcome = "ignored"
@@ -61,10 +72,12 @@ def ingest_events(*, channel: LineChannel, events: list, destination: str = "") 
     return result
 
 
-def _ingest_event(*, channel: LineChannel, event: dict) -> str:
+def _ingest_event(*, channel: LineChannel, event: dict, careful: bool) -> str:
     if not isinstance(event, dict):
         raise line_events.MalformedEvent("event is not an object")
     kind = event.get("type")
+    if kind == "message":
+        return _on_message(channel, event, careful=careful)
     handler = _EVENT_HANDLERS.get(kind)
     if handler is None:
         logger.info("Acknowledged a %r webhook event the bot does not act on", kind)
@@ -72,19 +85,24 @@ def _ingest_event(*, channel: LineChannel, event: dict) -> str:
     return handler(channel, event)
 
 
-def _on_message(channel: LineChannel, event: dict) -> str:
+def _inserting(careful: bool):
+    """A savepoint around an insert that may collide, when taking the careful path."""
+    return transaction.atomic() if careful else nullcontext()
+
+
+def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
     message = event.get("message")
     event_id = event.get("webhookEventId")
     if not isinstance(message, dict) or not event_id:
         raise line_events.MalformedEvent("message event without message or webhookEventId")
-    chat = _chat_for_event(channel, event)
+    chat = _chat_for_event(channel, event, careful=careful)
     message_type = str(message.get("type", ""))[:16]
     text = message.get("text", "") if message_type == "text" else ""
     text = _as_stored(channel, text if isinstance(text, str) else "")
     skip_reason = _skip_reason(chat=chat, event=event, message=message)
     now = timezone.now()
     try:
-        with transaction.atomic():
+        with _inserting(careful):
             stored = Message.objects.create(
                 chat=chat,
                 direction=Direction.IN,
@@ -100,6 +118,8 @@ def _on_message(channel: LineChannel, event: dict) -> str:
                 status_changed_at=now,
             )
     except IntegrityError:
+        if not careful:
+            raise
         # LINE redelivered an event we already have: it was queued the first time.
         return "duplicates"
     if not skip_reason:
@@ -151,7 +171,6 @@ def _as_stored(channel: LineChannel, text: str) -> str:
 
 
 _EVENT_HANDLERS: dict[str, Callable[[LineChannel, dict], str]] = {
-    "message": _on_message,
     "follow": _on_follow_or_join,
     "join": _on_follow_or_join,
     "unfollow": _on_unfollow_or_leave,
@@ -161,16 +180,18 @@ _EVENT_HANDLERS: dict[str, Callable[[LineChannel, dict], str]] = {
 }
 
 
-def _chat_for_event(channel: LineChannel, event: dict) -> Chat:
+def _chat_for_event(channel: LineChannel, event: dict, *, careful: bool = True) -> Chat:
     source_type, line_id = line_events.chat_key(event)
     if source_type not in SourceType.values:
         raise line_events.MalformedEvent(f"unknown source type {source_type!r}")
     chat = Chat.objects.filter(channel=channel, line_id=line_id).first()
     if chat is None:
         try:
-            with transaction.atomic():
+            with _inserting(careful):
                 chat = Chat.objects.create(channel=channel, source_type=source_type, line_id=line_id)
         except IntegrityError:
+            if not careful:
+                raise
             # Another request created it a moment ago.
             return Chat.objects.get(channel=channel, line_id=line_id)
         enqueue_after_commit(PROFILE_TASK, chat.pk)

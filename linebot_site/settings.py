@@ -234,5 +234,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING"), "propagate": True}},
+    # django-q2 logs as "django-q" (with a hyphen).
+    "loggers": {"django-q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING"), "propagate": True}},
 }

@@ -205,3 +205,15 @@ def test_message_edited_replaces_the_text(webhook):
     webhook.post(ev.message_edited_event(sent["message"]["id"], "the typo", source="group"))
     message = Message.objects.get()
     assert (message.text, message.edited) == ("the typo", True)
+
+
+def test_a_redelivery_mixed_with_new_events_stores_the_new_ones_once(webhook, line_api):
+    first = ev.text_message_event("seen before", user_id="U" + "a1" * 16)
+    webhook.post(first)
+    fresh = ev.text_message_event("brand new", user_id="U" + "b2" * 16)
+    newcomer = ev.text_message_event("new chat too", source="group", group_id="C" + "9f" * 16, mention_self=True)
+    response = webhook.post(fresh, {**first, "deliveryContext": {"isRedelivery": True}}, newcomer)
+    assert response.json() == {"stored": 2, "duplicates": 1, "ignored": 0}
+    assert sorted(line_api.delivered_texts()) == ["echo: @Bot new chat too", "echo: brand new", "echo: seen before"]
+    assert Message.objects.filter(direction="in").count() == 3
+    assert Chat.objects.count() == 3
