@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -229,7 +229,9 @@ def answer_message(*, message_id: int) -> None:
     if message is None:
         return
     chat = message.chat
-    outbound = Message.objects.filter(reply_to=message, direction=Direction.OUT).first()
+    # Only a message taken up before can already have an answer to reuse.
+    outbound = (Message.objects.filter(reply_to=message, direction=Direction.OUT).first()
+                if message.attempts > 1 else None)
     if outbound is None:
         if chat.source_type == SourceType.USER:
             _show_loading(chat=chat)
@@ -244,10 +246,14 @@ def answer_message(*, message_id: int) -> None:
         Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
-    with transaction.atomic():
-        Message.objects.filter(pk=outbound.pk).update(
-            status=Status.REPLIED, status_changed_at=timezone.now(), delivered_calls=calls)
-        _set_status(message, Status.REPLIED if outbound.backend_id else Status.FAILED)
+    # Both sides' final state in one statement.
+    answered = Status.REPLIED if outbound.backend_id else Status.FAILED
+    Message.objects.filter(pk__in=[outbound.pk, message.pk]).update(
+        status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
+        delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
+                             output_field=Message._meta.get_field("delivered_calls")),
+        status_changed_at=timezone.now(),
+    )
 
 
 def _claim(message_id: int) -> Message | None:
@@ -290,22 +296,22 @@ def _compose_answer(*, message: Message) -> Message:
         Message.objects.filter(pk=message.pk).update(error=error)
     completion = generation.completion if generation else None
     try:
-        with transaction.atomic():
-            return Message.objects.create(
-                chat=chat,
-                direction=Direction.OUT,
-                text=completion.text if completion else config("APOLOGY_TEXT"),
-                event_at=timezone.now(),
-                status=Status.PENDING,
-                status_changed_at=timezone.now(),
-                reply_to=message,
-                preset=preset,
-                backend=generation.backend if generation else None,
-                latency_ms=generation.latency_ms if generation else None,
-                prompt_tokens=completion.prompt_tokens if completion else None,
-                completion_tokens=completion.completion_tokens if completion else None,
-                error=error,
-            )
+        # Autocommit: a task runs in no outer transaction, so no savepoint is needed.
+        return Message.objects.create(
+            chat=chat,
+            direction=Direction.OUT,
+            text=completion.text if completion else config("APOLOGY_TEXT"),
+            event_at=timezone.now(),
+            status=Status.PENDING,
+            status_changed_at=timezone.now(),
+            reply_to=message,
+            preset=preset,
+            backend=generation.backend if generation else None,
+            latency_ms=generation.latency_ms if generation else None,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=completion.completion_tokens if completion else None,
+            error=error,
+        )
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
