@@ -180,11 +180,33 @@ _EVENT_HANDLERS: dict[str, Callable[[LineChannel, dict], str]] = {
 }
 
 
+CHAT_CACHE_SECONDS = 10.0
+_chat_cache: dict[tuple[int, str], tuple[float, Chat]] = {}
+
+
+def forget_cached_chats() -> None:
+    _chat_cache.clear()
+
+
 def _chat_for_event(channel: LineChannel, event: dict, *, careful: bool = True) -> Chat:
+    """The event's chat, created on first sight.
+
+    Known chats are remembered for a few seconds per process, sparing the webhook a query;
+    a change of reply mode therefore reaches every web process within CHAT_CACHE_SECONDS.
+    The careful path never trusts the cache (the chat may just have been erased).
+    """
     source_type, line_id = line_events.chat_key(event)
     if source_type not in SourceType.values:
         raise line_events.MalformedEvent(f"unknown source type {source_type!r}")
+    key, now = (channel.pk, line_id), time.monotonic()
+    cached = None if careful else _chat_cache.get(key)
+    if cached and cached[0] > now:
+        return cached[1]
     chat = Chat.objects.filter(channel=channel, line_id=line_id).first()
+    if chat is not None:
+        if len(_chat_cache) > 10_000:
+            _chat_cache.clear()
+        _chat_cache[key] = (now + CHAT_CACHE_SECONDS, chat)
     if chat is None:
         try:
             with _inserting(careful):

@@ -24,6 +24,11 @@ def forget_cached_channels(**kwargs) -> None:
     selectors.forget_cached_channels()
 
 
+@receiver([post_save, post_delete], sender=Chat)
+def forget_cached_chats(**kwargs) -> None:
+    services.forget_cached_chats()
+
+
 @receiver([post_save, post_delete], sender=PrivacyPolicy)
 def forget_cached_policy(**kwargs) -> None:
     selectors.forget_cached_policy()
