@@ -217,8 +217,14 @@ class ReplyWatcher:
         self.last_at: float | None = None
 
     def poll(self) -> int:
-        """Reads what arrived since the last poll; returns the number of new deliveries."""
+        """Reads what arrived since the last poll; returns the number of new deliveries.
+
+        The fake records a request before it has answered it; one still in flight (no
+        status yet) and everything after it are read again at the next poll.
+        """
         new = self.fake.requests(self.cursor)
+        answered = next((i for i, request in enumerate(new) if request.get("status") is None), len(new))
+        new = new[:answered]
         self.cursor += len(new)
         added = 0
         for request in new:
