@@ -248,7 +248,7 @@ class Verification:
     manifest: dict
 
 
-def verify_export(*, manifest_path: Path) -> Verification:
+def verify_export(*, manifest_path: Path, actor=None) -> Verification:
     """Re-reads the exported file and checks its size, hash and row count against the manifest."""
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -260,22 +260,25 @@ def verify_export(*, manifest_path: Path) -> Verification:
     if missing:
         raise ExportError(f"{manifest_path} is not a valid manifest: missing {', '.join(sorted(missing))}.")
     data_path = manifest_path.with_name(manifest["file"])
-    if not data_path.exists():
-        return Verification(False, [f"The exported file {data_path} is missing."], manifest)
-    sha, size, lines = hashlib.sha256(), 0, 0
-    with open(data_path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-            size += len(chunk)
     problems = []
-    if size != manifest["bytes"]:
+    if not data_path.exists():
+        problems.append(f"The exported file {data_path} is missing.")
+    sha, size = hashlib.sha256(), 0
+    if not problems:
+        with open(data_path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+                size += len(chunk)
+    if not problems and size != manifest["bytes"]:
         problems.append(f"size is {size} bytes, the manifest says {manifest['bytes']}")
-    if sha.hexdigest() != manifest["sha256"]:
+    if not problems and sha.hexdigest() != manifest["sha256"]:
         problems.append("SHA-256 does not match: the file was changed or truncated")
     if not problems:
         lines = _count_rows(data_path, manifest["format"])
         if lines != manifest["rows"]:
             problems.append(f"{lines} rows, the manifest says {manifest['rows']}")
+    audit.record(action=AuditAction.VERIFY_EXPORT, actor=actor, target_type="export", target_id=manifest["file"],
+                 details={"ok": not problems, "problems": problems, "sha256": manifest["sha256"]})
     return Verification(not problems, problems, manifest)
 
 

@@ -196,6 +196,7 @@ class AuditAction(models.TextChoices):
     REDACT = "redact", _("redacted a message")
     EXPORT = "export", _("exported conversations")
     EXPORT_USER = "export_user", _("exported a user's data")
+    VERIFY_EXPORT = "verify_export", _("verified an export")
     ERASE_USER = "erase_user", _("erased a user")
     PURGE = "purge", _("purged expired messages")
     RETENTION_CHANGE = "retention_change", _("changed retention")

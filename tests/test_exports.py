@@ -83,6 +83,8 @@ def test_a_changed_file_fails_verification(history, tmp_path, capsys):
         call_command("verify_export", str(tmp_path / "out.jsonl.manifest.json"))
     assert caught.value.returncode == 1
     assert "SHA-256 does not match" in capsys.readouterr().err
+    verification = AuditEvent.objects.get(action="verify_export")
+    assert verification.details["ok"] is False and verification.target_id == "out.jsonl"
 
 
 def test_refuses_to_overwrite_without_force(history, tmp_path):
