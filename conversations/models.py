@@ -111,7 +111,9 @@ class Status(models.TextChoices):
 
 
 class Message(models.Model):
-    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    # Lookups by chat use the composite indexes below; a lone chat_id index would only
+    # slow every insert and delete.
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages", db_index=False)
     direction = models.CharField(_("direction"), max_length=3, choices=Direction.choices)
     line_user_id = models.CharField(_("LINE user ID"), max_length=64, blank=True, default="")
     message_type = models.CharField(_("type"), max_length=16, default="text")
@@ -127,7 +129,8 @@ class Message(models.Model):
         "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies", verbose_name=_("reply to")
     )
     preset = models.ForeignKey(SamplingPreset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    backend = models.ForeignKey(ModelBackend, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    backend = models.ForeignKey(ModelBackend, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                db_index=False)
     latency_ms = models.PositiveIntegerField(_("latency (ms)"), null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -157,7 +160,10 @@ class Message(models.Model):
             models.Index(fields=["line_message_id"], name="message_line_id"),
             models.Index(fields=["chat", "event_at"], name="message_chat_age"),
             models.Index(fields=["line_user_id", "id"], name="message_sender"),
-            models.Index(fields=["event_at", "id"], name="message_time"),
+            # Covers the dashboard's per-day, per-direction counts (and time-range scans).
+            models.Index(fields=["event_at", "direction"], name="message_time"),
+            models.Index(fields=["backend", "event_at"], name="message_backend_time",
+                         condition=Q(backend__isnull=False)),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -88,15 +88,16 @@ def purge_expired(
 
 
 def _delete_in_batches(expired: QuerySet, *, batch_size: int, on_batch) -> int:
-    deleted, last_id = 0, 0
+    deleted = 0
     while True:
         with transaction.atomic():
-            ids = list(expired.filter(id__gt=last_id).order_by("id").values_list("id", flat=True)[:batch_size])
+            # Oldest first, in the (chat, event_at) index's own order: no sort, no OFFSET;
+            # what a batch deletes is gone from the next one's range.
+            ids = list(expired.order_by("event_at").values_list("id", flat=True)[:batch_size])
             if not ids:
                 return deleted
             delete_messages(ids)
             deleted += len(ids)
-            last_id = ids[-1]
             if on_batch:
                 on_batch(len(ids))
 

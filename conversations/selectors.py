@@ -135,7 +135,8 @@ def latency_by_backend(*, since: datetime, sample: int = 20_000) -> list[dict]:
     result = []
     answers = Message.objects.filter(direction=Direction.OUT, event_at__gte=since, latency_ms__isnull=False)
     for backend_id, name in ModelBackend.objects.order_by("name").values_list("id", "name"):
-        values = sorted(answers.filter(backend_id=backend_id).order_by("-id").values_list("latency_ms", flat=True)[:sample])
+        recent = answers.filter(backend_id=backend_id).order_by("-event_at")
+        values = sorted(recent.values_list("latency_ms", flat=True)[:sample])
         if values:
             result.append({"backend": name, "answers": len(values), "p50_ms": _percentile(values, 0.50),
                            "p95_ms": _percentile(values, 0.95)})

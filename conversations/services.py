@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from linebot_site.retry import retrying
+from linebot_site.sqlite_writes import one_writer_at_a_time
 from models_registry.backends import Turn
 from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.services import GenerationFailed, generate
@@ -53,10 +54,11 @@ def ingest_events(*, channel: LineChannel, events: list, destination: str = "") 
     if destination and destination != channel.bot_user_id:
         LineChannel.objects.filter(pk=channel.pk).update(bot_user_id=destination)
         channel.bot_user_id = destination
-    try:
-        return _ingest(channel=channel, events=events, careful=False)
-    except IntegrityError:
-        return _ingest(channel=channel, events=events, careful=True)
+    with one_writer_at_a_time():
+        try:
+            return _ingest(channel=channel, events=events, careful=False)
+        except IntegrityError:
+            return _ingest(channel=channel, events=events, careful=True)
 
 
 def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResult:
