@@ -43,8 +43,13 @@ screenshots: install
 
 bench: install
 	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/webhook.py --postgres-redis
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/burst.py
+	$(BIN)/python bench/admin_pages.py --database sqlite
+	$(BIN)/python bench/admin_pages.py --database postgres
+	$(BIN)/python bench/compliance.py
+	$(BIN)/python bench/pii_masking.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
