@@ -108,17 +108,16 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
     now = now or timezone.now()
     tz = timezone.get_current_timezone()
     first_day = (now.astimezone(tz) - timedelta(days=days - 1)).date()
-    # One pass in SQL: a conditional count per (day, direction) bucket, bounded by local
-    # midnights, instead of a per-row date function (which SQLite runs in Python).
+    # One small GROUP BY per local day, each read from the (event_at, direction) index alone;
+    # a single pass with 28 conditional counts was five times slower on SQLite.
     days_list = [first_day + timedelta(days=i) for i in range(days)]
     bounds = [datetime.combine(day, datetime.min.time(), tzinfo=tz) for day in days_list]
     bounds.append(bounds[-1] + timedelta(days=1))
-    buckets = {
-        f"{direction}_{i}": Count("id", filter=Q(direction=direction, event_at__gte=bounds[i], event_at__lt=bounds[i + 1]))
-        for i in range(days) for direction in (Direction.IN, Direction.OUT)
-    }
-    counts = Message.objects.filter(event_at__gte=bounds[0], event_at__lt=bounds[-1]).aggregate(**buckets)
-    per_day = [{"day": day, "in": counts[f"in_{i}"], "out": counts[f"out_{i}"]} for i, day in enumerate(days_list)]
+    per_day = []
+    for index, day in enumerate(days_list):
+        counts = dict(Message.objects.filter(event_at__gte=bounds[index], event_at__lt=bounds[index + 1])
+                      .values_list("direction").annotate(n=Count("id")).order_by())
+        per_day.append({"day": day, "in": counts.get(Direction.IN, 0), "out": counts.get(Direction.OUT, 0)})
     return {
         "generated_at": now,
         "messages_per_day": per_day,
