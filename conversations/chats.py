@@ -9,7 +9,7 @@ from models_registry.models import SamplingPreset
 from models_registry.services import allowed_backends
 
 from . import audit, queue
-from .models import AuditAction, Chat, Message, Status
+from .models import AuditAction, Message, Status
 
 
 def local_only_problem(*, preset: SamplingPreset | None, local_only: bool) -> str:
