@@ -8,14 +8,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from linebot_site.auditing import AuditedModelAdmin
-from linebot_site.forms import SecretField, SecretFieldsMixin
-
+from core import audit
+from core.admin import AuditedModelAdmin
+from core.forms import SecretField, SecretFieldsMixin
+from core.models import AuditAction
 from models_registry.models import SamplingPreset
 
-from . import audit, chats, redaction, retention, selectors
+from . import chats, redaction, retention, selectors
 from .filters import DateRangeFilter
-from .models import AuditAction, AuditEvent, Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
+from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
 from .paginators import CappedCountPaginator
 
 
@@ -39,6 +40,7 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 
 @admin.register(LineChannel)
 class LineChannelAdmin(AuditedModelAdmin):
+    audit_action = AuditAction.CHANNEL_CHANGE
     form = LineChannelForm
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
                     "mask_before_cloud"]
@@ -86,6 +88,8 @@ class ChatActionForm(ActionForm):
 
 @admin.register(Chat)
 class ChatAdmin(AuditedModelAdmin):
+    audit_action = AuditAction.CHAT_CHANGE
+    audit_field_actions = retention.RETENTION_FIELD_ACTIONS
     form = ChatForm
     action_form = ChatActionForm
     actions = ["assign_preset", "set_reply_mode", "make_local_only", "allow_cloud"]
@@ -132,12 +136,13 @@ class ChatAdmin(AuditedModelAdmin):
         return formset
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        if request.method == "GET" and object_id:
-            audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user, target_type="chat",
-                         target_id=object_id)
         extra_context = {**(extra_context or {}), "thread_url": reverse(
             "admin:conversations_chat_thread", args=[object_id])}
-        return super().change_view(request, object_id, form_url, extra_context)
+        response = super().change_view(request, object_id, form_url, extra_context)
+        # Audited once the admin has let the user see the page, not before.
+        if request.method == "GET" and response.status_code == 200:
+            audit.record_conversation_view(actor=request.user, target_type="chat", target_id=object_id, via="admin")
+        return response
 
     def get_urls(self):
         return [
@@ -209,8 +214,8 @@ class ChatAdmin(AuditedModelAdmin):
             raise PermissionDenied
         before = request.GET.get("before")
         page = selectors.thread_page(chat=chat, before_id=int(before) if before and before.isdigit() else None)
-        audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user, target_type="chat",
-                     target_id=chat.pk, details={"before": before} if before else {})
+        audit.record_conversation_view(actor=request.user, target_type="chat", target_id=chat.pk, via="admin",
+                                       **({"before": before} if before else {}))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -277,12 +282,13 @@ class MessageAdmin(admin.ModelAdmin):
         ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        message = self.get_object(request, object_id)
-        if message is not None:
-            audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user, target_type="message",
-                         target_id=message.pk, details={"chat_id": message.chat_id})
         extra_context = {**(extra_context or {}), "can_redact": self.has_redact_permission(request)}
-        return super().change_view(request, object_id, form_url, extra_context)
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if response.status_code == 200:
+            message = response.context_data["original"]
+            audit.record_conversation_view(actor=request.user, target_type="message", target_id=message.pk,
+                                           via="admin", chat_id=message.chat_id)
+        return response
 
     @admin.action(description=_("Redact selected messages"), permissions=["redact"])
     def redact_selected(self, request, queryset):
@@ -317,6 +323,8 @@ class MessageAdmin(admin.ModelAdmin):
 
 @admin.register(PrivacyPolicy)
 class PrivacyPolicyAdmin(AuditedModelAdmin):
+    audit_action = AuditAction.PRIVACY_CHANGE
+    audit_field_actions = retention.RETENTION_FIELD_ACTIONS
     fieldsets = [
         (_("Retention"), {"fields": ["retention_days"]}),
         (_("PII masking: what counts as personal data"),
@@ -333,24 +341,3 @@ class PrivacyPolicyAdmin(AuditedModelAdmin):
     def changelist_view(self, request, extra_context=None):
         policy = selectors.privacy_policy()
         return redirect(reverse("admin:conversations_privacypolicy_change", args=[policy.pk]))
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only for everyone, superusers included: the trail cannot be edited here."""
-
-    list_display = ["created_at", "actor_username", "action", "target_type", "target_id"]
-    list_filter = ["action", "target_type"]
-    search_fields = ["actor_username", "target_id"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
-    readonly_fields = [f.name for f in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

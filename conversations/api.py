@@ -1,16 +1,11 @@
-"""REST API for channels, chats, messages, the audit log, stats and health.
+"""REST API for channels, chats, messages, stats and health.
 
 Views are thin: the admin's services do the work (save_with_audit, chats.update_chats,
-redaction.redact_messages, audit.record, selectors.dashboard_stats).
+redaction.redact_messages, audit.record_conversation_view, selectors.dashboard_stats).
 """
-from datetime import timezone as dt_timezone
-
 import django_filters
-from django import forms
-from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.urls import reverse
-from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view, inline_serializer
 from rest_framework import mixins, permissions, serializers, status, viewsets
@@ -19,10 +14,16 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from linebot_site.api import AnonThrottle, ApiViewMixin, AuditedWritesMixin, HasPermissions, ModelCleanMixin
+from core import audit
+from core.api.filters import MAX_ID, DateTimeFilter, IdFilter
+from core.api.mixins import AuditedWritesMixin, ModelCleanMixin
+from core.api.permissions import HasPermissions
+from core.api.throttling import AnonThrottle
+from core.models import AuditAction
+from models_registry.selectors import backend_summary
 
-from . import audit, chats, health, redaction, selectors
-from .models import AuditAction, AuditEvent, Chat, Direction, LineChannel, Message, Status
+from . import chats, health, redaction, selectors
+from .models import Chat, Direction, LineChannel, Message, Status
 
 # --- Channels -------------------------------------------------------------------------
 
@@ -69,8 +70,9 @@ class ChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
     update=extend_schema(summary="Replace a LINE channel's settings (secrets left out are kept)"),
     partial_update=extend_schema(summary="Change a LINE channel (secrets left out are kept)"),
 )
-class ChannelViewSet(ApiViewMixin, AuditedWritesMixin, mixins.CreateModelMixin, mixins.ListModelMixin,
+class ChannelViewSet(AuditedWritesMixin, mixins.CreateModelMixin, mixins.ListModelMixin,
                      mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    audit_action = AuditAction.CHANNEL_CHANGE
     queryset = LineChannel.objects.order_by("name", "id")
     serializer_class = ChannelSerializer
     filterset_fields = ["slug", "is_default"]
@@ -117,7 +119,7 @@ class ChatFilter(django_filters.FilterSet):
     retrieve=extend_schema(summary="Get a chat"),
     partial_update=extend_schema(summary="Change a chat: preset, reply mode, local-only, retention, legal hold"),
 )
-class ChatViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
                   viewsets.GenericViewSet):
     """Chats come from LINE; here their settings change. Only PATCH: send what changes."""
 
@@ -131,9 +133,6 @@ class ChatViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
 
 
 # --- Messages -------------------------------------------------------------------------
-
-MAX_ID = 2**63 - 1  # BigAutoField; larger numbers overflow the database driver
-
 
 class MessageSerializer(serializers.ModelSerializer):
     """As the admin shows a message: no reply token, no hash of a redacted original."""
@@ -155,29 +154,6 @@ class RedactSerializer(serializers.Serializer):
 class BulkRedactSerializer(RedactSerializer):
     ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), min_length=1,
                                 max_length=1000, help_text="Message ids.")
-
-
-@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
-class IdFilter(django_filters.NumberFilter):
-    field_class = forms.IntegerField
-
-    def __init__(self, **kwargs):
-        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
-
-
-class UtcDateTimeField(IsoDateTimeField):
-    """ISO 8601, passed on in UTC: PostgreSQL refuses offsets past ±15:59."""
-
-    def to_python(self, value):
-        moment = super().to_python(value)
-        try:
-            return moment.astimezone(dt_timezone.utc) if moment else moment
-        except OverflowError:
-            raise ValidationError("Enter a date/time between the years 1 and 9999.", code="invalid") from None
-
-
-class DateTimeFilter(django_filters.IsoDateTimeFilter):
-    field_class = UtcDateTimeField
 
 
 class MessageFilter(django_filters.FilterSet):
@@ -206,7 +182,7 @@ class MessageCursorPagination(CursorPagination):
     list=extend_schema(summary="List messages, newest first (cursor-paginated)"),
     retrieve=extend_schema(summary="Get a message"),
 )
-class MessageViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+class MessageViewSet(viewsets.ReadOnlyModelViewSet):
     """Reading a conversation is audited once per request, as in the admin."""
 
     queryset = Message.objects.all()
@@ -222,15 +198,15 @@ class MessageViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         response = super().list(request, *args, **kwargs)
         chat = request.query_params.get("chat")
         filters = {key: value for key, value in request.query_params.items() if key in MessageFilter.base_filters}
-        audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user,
-                     target_type="chat" if chat else "messages", target_id=chat or "",
-                     details={"via": "api", "filters": filters, "count": len(response.data["results"])})
+        audit.record_conversation_view(actor=request.user, target_type="chat" if chat else "messages",
+                                       target_id=chat or "", via="api", filters=filters,
+                                       count=len(response.data["results"]))
         return response
 
     def retrieve(self, request, *args, **kwargs):
         message = self.get_object()
-        audit.record(action=AuditAction.VIEW_CONVERSATION, actor=request.user, target_type="message",
-                     target_id=message.pk, details={"via": "api", "chat_id": message.chat_id})
+        audit.record_conversation_view(actor=request.user, target_type="message", target_id=message.pk,
+                                       via="api", chat_id=message.chat_id)
         return Response(self.get_serializer(message).data)
 
     @extend_schema(summary="Redact a message: its text goes, who/when/why stay", request=RedactSerializer,
@@ -255,41 +231,6 @@ class MessageViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         count = redaction.redact_messages(message_ids=serializer.validated_data["ids"], actor=request.user,
                                           reason=serializer.validated_data["reason"])
         return Response({"redacted": count})
-
-
-# --- Audit log ------------------------------------------------------------------------
-
-
-class AuditEventSerializer(serializers.ModelSerializer):
-    """One operator action on logs or settings."""
-
-    class Meta:
-        model = AuditEvent
-        fields = ["id", "created_at", "actor_id", "actor_username", "action", "target_type", "target_id", "details"]
-        read_only_fields = fields
-
-
-class AuditEventFilter(django_filters.FilterSet):
-    action = django_filters.ChoiceFilter(choices=AuditAction.choices)
-    actor = django_filters.CharFilter(field_name="actor_username", help_text="User name.")
-    since = DateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601.")
-    until = DateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601.")
-
-    class Meta:
-        model = AuditEvent
-        fields = ["action", "actor", "target_type", "target_id", "since", "until"]
-
-
-@extend_schema_view(
-    list=extend_schema(summary="List audit events, newest first"),
-    retrieve=extend_schema(summary="Get an audit event"),
-)
-class AuditEventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
-    """Read-only, for everyone: the trail cannot be edited."""
-
-    queryset = AuditEvent.objects.order_by("-created_at", "-id")
-    serializer_class = AuditEventSerializer
-    filterset_class = AuditEventFilter
 
 
 # --- Stats and health -----------------------------------------------------------------
@@ -328,7 +269,7 @@ class StatsSerializer(serializers.Serializer):
     backends = BackendSummarySerializer()
 
 
-class StatsView(ApiViewMixin, APIView):
+class StatsView(APIView):
     """The admin dashboard's figures as JSON."""
 
     permission_classes = [HasPermissions]
@@ -336,7 +277,7 @@ class StatsView(ApiViewMixin, APIView):
 
     @extend_schema(summary="Dashboard figures", responses={200: StatsSerializer})
     def get(self, request):
-        stats = {**selectors.dashboard_stats(), "backends": health.backend_summary()}
+        stats = {**selectors.dashboard_stats(), "backends": backend_summary()}
         return Response(StatsSerializer(stats).data)
 
 
@@ -346,8 +287,8 @@ class HealthSerializer(serializers.Serializer):
     broker = inline_serializer("HealthBroker", {"ok": serializers.BooleanField()})
     workers = inline_serializer("HealthWorkers", {"alive": serializers.IntegerField(
         help_text="Worker processes seen alive (1 when only the scheduler's heartbeat is visible).")})
-    backends = inline_serializer("HealthBackend", {"name": serializers.CharField(),
-                                                   "ok": serializers.BooleanField()}, many=True)
+    backends = BackendSummarySerializer(help_text="Counts only; healthy/unhealthy from the last check the "
+                                                  "console's dashboard ran (null if none ran lately).")
 
 
 class HealthView(APIView):

@@ -7,4 +7,4 @@ class ConversationsConfig(AppConfig):
     verbose_name = _("Conversations")
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401
+        from . import signals  # noqa: F401

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 
-from . import services
+from . import sweeper
 from .models import LineChannel
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -39,7 +39,7 @@ def bootstrap(*, admin_username: str, admin_password: str | None) -> list[str]:
     report += _default_channel()
     report += _admin_account(username=admin_username, password=admin_password)
     report += _groups()
-    services.ensure_schedules()
+    sweeper.ensure_schedules()
     return report
 
 
@@ -66,7 +66,7 @@ def _default_channel() -> list[str]:
     return []
 
 
-GROUP_APPS = ("conversations", "models_registry")
+GROUP_APPS = ("core", "conversations", "models_registry")
 
 
 def _groups() -> list[str]:

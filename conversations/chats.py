@@ -4,12 +4,14 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from linebot_site.auditing import save_with_audit, snapshot
+from core import audit
+from core.models import AuditAction
 from models_registry.models import SamplingPreset
 from models_registry.services import allowed_backends
 
-from . import audit, queue
-from .models import AuditAction, Message, Status
+from . import queue
+from .models import Message, Status
+from .retention import RETENTION_FIELD_ACTIONS
 
 
 def local_only_problem(*, preset: SamplingPreset | None, local_only: bool) -> str:
@@ -27,13 +29,14 @@ def update_chats(*, chats, actor, **values) -> int:
     updated = 0
     with transaction.atomic():
         for chat in chats:
-            before = snapshot(chat)
+            before = audit.snapshot(chat)
             for name, value in values.items():
                 setattr(chat, name, value)
             problem = local_only_problem(preset=chat.preset, local_only=chat.local_only)
             if problem:
                 raise ValidationError(problem)
-            save_with_audit(instance=chat, actor=actor, before=before)
+            audit.save_with_audit(instance=chat, actor=actor, before=before, action=AuditAction.CHAT_CHANGE,
+                                  field_actions=RETENTION_FIELD_ACTIONS)
             updated += 1
     return updated
 

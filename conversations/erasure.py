@@ -4,8 +4,10 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import audit
-from .models import AuditAction, Chat, Message, SourceType
+from core import audit
+from core.models import AuditAction
+
+from .models import Chat, Message, SourceType
 from .retention import delete_messages
 
 ERASED_TEXT = "[erased at the user's request]"

@@ -17,8 +17,10 @@ from pathlib import Path
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import audit
-from .models import AuditAction, Chat, LineChannel, Message
+from core import audit
+from core.models import AuditAction
+
+from .models import Chat, LineChannel, Message
 
 BATCH_SIZE = 5000
 FORMATS = ("jsonl", "csv")

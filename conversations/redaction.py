@@ -4,8 +4,10 @@ import hmac
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit
-from .models import AuditAction, Message
+from core import audit
+from core.models import AuditAction
+
+from .models import Message
 
 REDACTED_TEXT = "[redacted]"
 

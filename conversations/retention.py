@@ -8,12 +8,17 @@ from django.db import transaction
 from django.db.models import Min, QuerySet
 from django.utils import timezone
 
-from . import audit, selectors
-from .models import AuditAction, Chat, Message
+from core import audit
+from core.models import AuditAction
+
+from . import selectors
+from .models import Chat, Message
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 2000
+# A change to these settings (of a chat or of the privacy policy) is audited as a retention change.
+RETENTION_FIELD_ACTIONS = {"retention_days": AuditAction.RETENTION_CHANGE, "legal_hold": AuditAction.RETENTION_CHANGE}
 
 
 @dataclass

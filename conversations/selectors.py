@@ -1,44 +1,48 @@
 """Read-side queries: which channel a webhook is for, which preset a chat uses, prompt history."""
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.models import Schedule
+from django_q.status import Stat
 
+from core.caching import TTLCache
 from models_registry.models import ModelBackend, SamplingPreset
 
 from . import queue
 from .pii import PiiKind
 from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy, Status
 
-_CHANNEL_TTL = 10.0
-SWEEPER_FUNC = "conversations.tasks.sweep_stuck_messages"
-_channel_cache: dict[str | None, tuple[float, LineChannel | None]] = {}
+# Settings read on every webhook, per process: a change reaches every process within this.
+SETTINGS_CACHE_SECONDS = 10.0
+_channels: TTLCache[dict[str | None, LineChannel]] = TTLCache(seconds=SETTINGS_CACHE_SECONDS, max_entries=1)
+_policy: TTLCache[PrivacyPolicy] = TTLCache(seconds=SETTINGS_CACHE_SECONDS, max_entries=1)
 
 
 def channel_for_webhook(*, slug: str | None) -> LineChannel | None:
-    """The channel a webhook URL names, cached briefly: every request needs its secret.
+    """The channel a webhook URL names: every request needs its secret.
 
-    `slug=None` is /line/webhook/, the default channel (or the only one).
+    `slug=None` is /line/webhook/, the default channel (or the only one). All channels are
+    cached together, keyed by what the database holds, so requests for made-up slugs
+    (unsigned, from anyone) add nothing to the cache.
     """
-    now = time.monotonic()
-    cached = _channel_cache.get(slug)
-    if cached and cached[0] > now:
-        return cached[1]
-    if slug is None:
-        channel = LineChannel.objects.filter(is_default=True).first()
-        if channel is None and LineChannel.objects.count() == 1:
-            channel = LineChannel.objects.first()
-    else:
-        channel = LineChannel.objects.filter(slug=slug).first()
-    _channel_cache[slug] = (now + _CHANNEL_TTL, channel)
-    return channel
+    return _channels.get_or_set("by_slug", _channels_by_slug).get(slug)
+
+
+def _channels_by_slug() -> dict[str | None, LineChannel]:
+    channels = list(LineChannel.objects.all())
+    by_slug: dict[str | None, LineChannel] = {channel.slug: channel for channel in channels}
+    default = next((channel for channel in channels if channel.is_default), None)
+    if default is None and len(channels) == 1:
+        default = channels[0]
+    if default is not None:
+        by_slug[None] = default
+    return by_slug
 
 
 def forget_cached_channels() -> None:
-    _channel_cache.clear()
+    _channels.clear()
 
 
 def preset_for_chat(*, chat: Chat) -> SamplingPreset | None:
@@ -64,17 +68,9 @@ def prompt_history(*, message: Message, turns: int) -> list[Message]:
     return list(reversed(rows))
 
 
-_policy_cache: list = []
-
-
 def privacy_policy() -> PrivacyPolicy:
     """The single privacy-policy row (created on first use), cached like channels."""
-    now = time.monotonic()
-    if _policy_cache and _policy_cache[0] > now:
-        return _policy_cache[1]
-    policy, _ = PrivacyPolicy.objects.get_or_create(pk=1)
-    _policy_cache[:] = [now + _CHANNEL_TTL, policy]
-    return policy
+    return _policy.get_or_set("policy", lambda: PrivacyPolicy.objects.get_or_create(pk=1)[0])
 
 
 def masking_kinds() -> frozenset[PiiKind]:
@@ -84,7 +80,7 @@ def masking_kinds() -> frozenset[PiiKind]:
 
 
 def forget_cached_policy() -> None:
-    _policy_cache.clear()
+    _policy.clear()
 
 
 @dataclass
@@ -154,10 +150,19 @@ def queue_depth() -> int | None:
         return None
 
 
-def workers_alive(*, now: datetime) -> bool:
-    """Whether a qcluster is running: its scheduler keeps the minute-by-minute sweep on time.
+def workers_alive(*, now: datetime) -> int:
+    """Worker processes of running qclusters (0: none).
 
-    A schedule that never ran (no task yet) says nothing, however fresh its next_run.
+    Clusters publish their status through the broker (Redis) or the cache; where this
+    process cannot see it (the ORM broker with a per-process cache), a scheduler that
+    keeps the minute-by-minute sweep on time counts as one. A schedule that never ran
+    (no task yet) says nothing, however fresh its next_run.
     """
-    return Schedule.objects.filter(
-        func=SWEEPER_FUNC, task__isnull=False, next_run__gt=now - timedelta(seconds=150)).exists()
+    try:
+        processes = sum(len(stat.workers) for stat in Stat.get_all(broker=queue.broker()))
+    except Exception:  # a broker that is down must not take the dashboard with it
+        processes = 0
+    if processes:
+        return processes
+    return int(Schedule.objects.filter(
+        func=queue.SWEEP_TASK, task__isnull=False, next_run__gt=now - timedelta(seconds=150)).exists())

@@ -1,22 +1,9 @@
-"""Keeping caches, schedules and the audit trail in step with what happens elsewhere."""
-from django.contrib.auth.signals import user_logged_in
+"""Keeping per-process caches and the periodic jobs in step with the database."""
 from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
-from linebot_site.auditing import settings_changed
-from models_registry.models import ModelBackend, SamplingPreset
-
-from . import audit, selectors, services
-from .models import AuditAction, Chat, LineChannel, PrivacyPolicy
-
-RETENTION_FIELDS = {"retention_days", "legal_hold"}
-ACTIONS = {
-    ModelBackend: AuditAction.BACKEND_CHANGE,
-    SamplingPreset: AuditAction.PRESET_CHANGE,
-    LineChannel: AuditAction.CHANNEL_CHANGE,
-    Chat: AuditAction.CHAT_CHANGE,
-    PrivacyPolicy: AuditAction.PRIVACY_CHANGE,
-}
+from . import ingest, selectors, sweeper
+from .models import Chat, LineChannel, PrivacyPolicy
 
 
 @receiver([post_save, post_delete], sender=LineChannel)
@@ -26,7 +13,7 @@ def forget_cached_channels(**kwargs) -> None:
 
 @receiver([post_save, post_delete], sender=Chat)
 def forget_cached_chats(**kwargs) -> None:
-    services.forget_cached_chats()
+    ingest.forget_cached_chats()
 
 
 @receiver([post_save, post_delete], sender=PrivacyPolicy)
@@ -37,21 +24,4 @@ def forget_cached_policy(**kwargs) -> None:
 @receiver(post_migrate)
 def create_schedules(sender, **kwargs) -> None:
     if sender.name == "conversations":
-        services.ensure_schedules()
-
-
-@receiver(settings_changed)
-def audit_settings_change(sender, instance, actor, created, changes, **kwargs) -> None:
-    action = ACTIONS.get(sender)
-    if action is None:
-        return
-    if RETENTION_FIELDS & changes.keys():
-        action = AuditAction.RETENTION_CHANGE
-    audit.record(action=action, actor=actor, target_type=sender._meta.model_name, target_id=instance.pk,
-                 details={"created": created, "changes": changes, "name": str(instance)})
-
-
-@receiver(user_logged_in)
-def audit_login(sender, request, user, **kwargs) -> None:
-    audit.record(action=AuditAction.ADMIN_LOGIN, actor=user, target_type="user", target_id=user.pk,
-                 details={"ip": request.META.get("REMOTE_ADDR", "") if request else ""})
+        sweeper.ensure_schedules()

@@ -1,17 +1,17 @@
-"""django-q2 entry points: thin wrappers over services."""
-from . import retention, services
+"""django-q2 entry points: thin wrappers over services (their paths are in `queue`)."""
+from . import answering, profiles, retention, sweeper
 
 
 def answer_message(message_id: int) -> None:
-    services.answer_message(message_id=message_id)
+    answering.answer_message(message_id=message_id)
 
 
 def refresh_chat_profile(chat_id: int) -> None:
-    services.refresh_chat_profile(chat_id=chat_id)
+    profiles.refresh_chat_profile(chat_id=chat_id)
 
 
 def sweep_stuck_messages() -> str:
-    result = services.sweep_stuck_messages()
+    result = sweeper.sweep_stuck_messages()
     return f"requeued {result.requeued}, failed {result.failed}"
 
 

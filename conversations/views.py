@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import ingest, selectors
 from .line.signature import signature_is_valid
 
 logger = logging.getLogger(__name__)
@@ -43,5 +43,5 @@ def webhook(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     events = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(events, list):
         return _error(400, "Body has no 'events' list.")
-    result = services.ingest_events(channel=channel, events=events, destination=str(payload.get("destination") or ""))
+    result = ingest.ingest_events(channel=channel, events=events, destination=str(payload.get("destination") or ""))
     return JsonResponse({"stored": result.stored, "duplicates": result.duplicates, "ignored": result.ignored})

@@ -1,17 +1,20 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from linebot_site.auditing import AuditedModelAdmin, save_with_audit, snapshot
-from linebot_site.forms import SecretField, SecretFieldsMixin
+from core.admin import AuditedModelAdmin
+from core.forms import SecretField, SecretFieldsMixin
+from core.models import AuditAction
 
 from . import services
 from .backends import Turn
 from .models import BackendKind, ModelBackend, SamplingPreset
+from .prompts import build_prompt, parse_transcript
 
 
 class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
@@ -31,6 +34,7 @@ def locality_badge(backend: ModelBackend) -> str:
 
 @admin.register(ModelBackend)
 class ModelBackendAdmin(AuditedModelAdmin):
+    audit_action = AuditAction.BACKEND_CHANGE
     form = ModelBackendForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "kind", "model", "where", "enabled", "test_link"]
@@ -54,17 +58,22 @@ class ModelBackendAdmin(AuditedModelAdmin):
         ]
 
     def test_view(self, request, backend_id: int):
+        """Calls the backend with its key, so only for those who may change it, and only on a POST."""
         backend = get_object_or_404(ModelBackend, pk=backend_id)
-        if not self.has_view_permission(request, backend):
-            return redirect("admin:index")
-        if request.method == "POST" and request.POST.get("model") and self.has_change_permission(request, backend):
-            before = snapshot(backend)
-            backend.model = request.POST["model"][:200]
-            save_with_audit(instance=backend, actor=request.user, before=before)
-            self.message_user(request, _("The backend now uses %(model)s.") % {"model": backend.model},
-                              messages.SUCCESS)
+        if not self.has_change_permission(request, backend):
+            raise PermissionDenied
+        report = None
+        if request.method == "POST" and request.POST.get("model"):
+            try:
+                services.use_model(backend=backend, model=request.POST["model"], actor=request.user)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(request, _("The backend now uses %(model)s.") % {"model": backend.model},
+                                  messages.SUCCESS)
             return redirect(reverse("admin:models_registry_modelbackend_test", args=[backend.pk]))
-        report = services.check_backend(backend=backend)
+        if request.method == "POST":
+            report = services.check_backend(backend=backend)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -72,13 +81,14 @@ class ModelBackendAdmin(AuditedModelAdmin):
             "backend": backend,
             "badge": locality_badge(backend),
             "report": report,
-            "can_pick": backend.kind == BackendKind.OLLAMA and self.has_change_permission(request, backend),
+            "can_pick": backend.kind == BackendKind.OLLAMA,
         }
         return render(request, "admin/models_registry/modelbackend/test.html", context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        may_test = object_id and self.has_change_permission(request)
         extra_context = {**(extra_context or {}), "test_url": reverse(
-            "admin:models_registry_modelbackend_test", args=[object_id]) if object_id else None}
+            "admin:models_registry_modelbackend_test", args=[object_id]) if may_test else None}
         return super().change_view(request, object_id, form_url, extra_context)
 
 
@@ -92,24 +102,12 @@ class PlaygroundForm(forms.Form):
     )
 
     def turns(self) -> list[Turn]:
-        """The text as turns: plain text is one user turn; User:/Assistant: lines make several."""
-        text = self.cleaned_data["conversation"].strip()
-        turns: list[Turn] = []
-        for line in text.splitlines():
-            head, _, rest = line.partition(":")
-            role = {"user": "user", "assistant": "assistant", "使用者": "user", "助理": "assistant"}.get(
-                head.strip().lower())
-            if role and rest.strip():
-                turns.append(Turn(role, rest.strip()))
-            elif turns:
-                turns[-1] = Turn(turns[-1].role, f"{turns[-1].content}\n{line}")
-            else:
-                turns.append(Turn("user", line))
-        return turns
+        return parse_transcript(self.cleaned_data["conversation"])
 
 
 @admin.register(SamplingPreset)
 class SamplingPresetAdmin(AuditedModelAdmin):
+    audit_action = AuditAction.PRESET_CHANGE
     list_display = ["name", "backend", "fallback_backend", "temperature", "top_p", "top_k", "max_new_tokens",
                     "repetition_penalty", "history_turns", "is_default"]
     list_select_related = ["backend", "fallback_backend"]
@@ -132,34 +130,21 @@ class SamplingPresetAdmin(AuditedModelAdmin):
 
     @admin.action(description=_("Duplicate selected presets"), permissions=["add"])
     def duplicate(self, request, queryset):
-        for preset in queryset:
-            copy = SamplingPreset.objects.get(pk=preset.pk)
-            copy.pk, copy.is_default = None, False
-            copy.name = self._free_name(f"{preset.name} (copy)")
-            save_with_audit(instance=copy, actor=request.user, before=None)
-        self.message_user(request, _("Duplicated %(count)d presets.") % {"count": queryset.count()},
-                          messages.SUCCESS)
-
-    @staticmethod
-    def _free_name(name: str) -> str:
-        candidate, number = name, 2
-        while SamplingPreset.objects.filter(name=candidate).exists():
-            candidate, number = f"{name} {number}", number + 1
-        return candidate
+        copies = services.duplicate_presets(presets=queryset, actor=request.user)
+        self.message_user(request, _("Duplicated %(count)d presets.") % {"count": len(copies)}, messages.SUCCESS)
 
     def playground_view(self, request):
-        """Try a preset without LINE: the same generation, retries and fallback as the bot."""
-        if not self.has_view_permission(request):
-            return redirect("admin:index")
+        """Try a preset without LINE: the same prompt, generation, retries and fallback as the bot.
+
+        It calls backends with their keys, so it is for those who may change presets."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
         form = PlaygroundForm(request.POST or None, initial={"preset": request.GET.get("preset")})
         result = error = None
         if request.method == "POST" and form.is_valid():
             preset = form.cleaned_data["preset"]
-            turns = form.turns()
-            if preset.system_prompt.strip():
-                turns.insert(0, Turn("system", preset.system_prompt))
             try:
-                result = services.generate(preset=preset, turns=turns)
+                result = services.generate(preset=preset, turns=build_prompt(preset=preset, conversation=form.turns()))
             except services.GenerationFailed as exc:
                 error = str(exc)
         context = {

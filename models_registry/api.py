@@ -4,7 +4,8 @@ from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from linebot_site.api import ApiViewMixin, AuditedWritesMixin, ModelCleanMixin
+from core.api.mixins import AuditedWritesMixin, ModelCleanMixin
+from core.models import AuditAction
 
 from . import services
 from .models import ModelBackend, SamplingPreset
@@ -46,7 +47,8 @@ class ConnectionReportSerializer(serializers.Serializer):
     partial_update=extend_schema(summary="Change a model backend (an API key left out is kept)"),
     destroy=extend_schema(summary="Delete a model backend (refused with 409 while a preset uses it)"),
 )
-class BackendViewSet(ApiViewMixin, AuditedWritesMixin, viewsets.ModelViewSet):
+class BackendViewSet(AuditedWritesMixin, viewsets.ModelViewSet):
+    audit_action = AuditAction.BACKEND_CHANGE
     queryset = ModelBackend.objects.order_by("name", "id")
     serializer_class = BackendSerializer
     filterset_fields = ["kind", "is_local", "enabled"]
@@ -85,7 +87,8 @@ class PresetSerializer(ModelCleanMixin, serializers.ModelSerializer):
     partial_update=extend_schema(summary="Change a sampling preset"),
     destroy=extend_schema(summary="Delete a sampling preset (its chats fall back to the channel's default)"),
 )
-class PresetViewSet(ApiViewMixin, AuditedWritesMixin, viewsets.ModelViewSet):
+class PresetViewSet(AuditedWritesMixin, viewsets.ModelViewSet):
+    audit_action = AuditAction.PRESET_CHANGE
     queryset = SamplingPreset.objects.order_by("name", "id")
     serializer_class = PresetSerializer
     filterset_fields = ["backend", "is_default"]

@@ -3,7 +3,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from linebot_site.encryption import EncryptedTextField
+from core.fields import EncryptedTextField
 
 
 class BackendKind(models.TextChoices):

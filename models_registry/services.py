@@ -5,10 +5,15 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from linebot_site.retry import retrying
+from django.db import transaction
+
+from core import audit
+from core.models import AuditAction
+from core.retry import retrying
 
 from .backends import Backend, BackendConfig, BackendError, Completion, ConnectionReport, SamplingParams, Turn, backend_for
 from .models import ModelBackend, SamplingPreset
+
 
 class GenerationFailed(Exception):
     """No allowed backend of a preset produced an answer; the message says why, per backend."""
@@ -100,3 +105,32 @@ def generate(
             return Generation(completion, backend, round((time.perf_counter() - started) * 1000))
         failures.append(f"{backend.name}: empty answer")
     raise GenerationFailed("; ".join(failures))
+
+
+def use_model(*, backend: ModelBackend, model: str, actor) -> ModelBackend:
+    """Switches a backend to another of the models its server offers, audited."""
+    before = audit.snapshot(backend)
+    backend.model = model
+    backend.full_clean()
+    return audit.save_with_audit(instance=backend, actor=actor, before=before, action=AuditAction.BACKEND_CHANGE)
+
+
+def duplicate_presets(*, presets, actor) -> list[SamplingPreset]:
+    """Copies each preset under a free name ("… (copy)"); a copy is never the default."""
+    copies = []
+    with transaction.atomic():
+        for preset in presets:
+            copy = SamplingPreset.objects.get(pk=preset.pk)
+            copy.pk, copy.is_default = None, False
+            copy.name = _free_preset_name(f"{preset.name} (copy)")
+            copies.append(audit.save_with_audit(instance=copy, actor=actor, before=None,
+                                                action=AuditAction.PRESET_CHANGE))
+    return copies
+
+
+def _free_preset_name(wanted: str) -> str:
+    """`wanted`, or `wanted 2`, `wanted 3` … whichever no preset has yet."""
+    candidate, number = wanted, 2
+    while SamplingPreset.objects.filter(name=candidate).exists():
+        candidate, number = f"{wanted} {number}", number + 1
+    return candidate

@@ -3,7 +3,7 @@ import pytest
 from django.test import Client
 from django_q.conf import Conf
 
-from conversations import selectors, services
+from conversations import ingest, selectors
 from conversations.line.client import line_client
 from conversations.models import LineChannel
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
@@ -31,7 +31,7 @@ def sync_tasks(settings):
 @pytest.fixture(autouse=True)
 def fresh_caches():
     def forget():
-        services.forget_cached_chats()
+        ingest.forget_cached_chats()
         selectors.forget_cached_channels()
         selectors.forget_cached_policy()
         line_client.cache_clear()

@@ -1,5 +1,6 @@
 """The REST API as a whole: sign-in, permissions, throttling, schema, docs, health, stats,
 and the README's curl example. Fixtures here are shared with the other test_api_* files."""
+import json
 import os
 import re
 import shutil
@@ -16,8 +17,10 @@ from django_q.models import Schedule
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from conversations import bootstrap, health
-from conversations.models import AuditAction, AuditEvent, Chat, Message
+from conversations import bootstrap, health, selectors
+from core.models import AuditAction, AuditEvent
+from conversations.models import Chat, Message
+from models_registry import selectors as registry_selectors
 from models_registry.backends import ConnectionReport
 from models_registry.models import ModelBackend, SamplingPreset
 
@@ -95,8 +98,7 @@ def no_backend_calls(monkeypatch):
         return ConnectionReport(ok=backend.model != "broken", latency_ms=3, detail="Reachable; model available.",
                                 models=[backend.model])
 
-    monkeypatch.setattr("models_registry.services.check_backend", fake_check)
-    monkeypatch.setattr(health, "check_backend", fake_check)
+    monkeypatch.setattr(registry_selectors, "check_backend", fake_check)
     return asked
 
 
@@ -104,7 +106,7 @@ def no_backend_calls(monkeypatch):
 def no_workers(db, monkeypatch):
     """No qcluster: none reports its status, and the sweep schedule is long overdue
     (migrate just made it, which looks fresh)."""
-    monkeypatch.setattr(health.Stat, "get_all", staticmethod(lambda broker=None: []))
+    monkeypatch.setattr(selectors.Stat, "get_all", staticmethod(lambda broker=None: []))
     Schedule.objects.update(next_run=timezone.now() - timedelta(hours=1))
 
 
@@ -275,25 +277,34 @@ def test_swagger_ui_is_served_from_local_static_files(anon_api):
 def test_health_needs_no_sign_in_and_reports_each_part(anon_api, backend, no_backend_calls, no_workers):
     ModelBackend.objects.create(name="Broken", base_url="http://127.0.0.1:9", model="broken")
     ModelBackend.objects.create(name="Off", base_url="http://127.0.0.1:9", model="x", enabled=False)
+    registry_selectors.backend_health()  # as the console's dashboard does
     response = anon_api.get("/api/v1/health")
     assert response.status_code == 200
     body = response.json()
     assert body["database"] == {"ok": True} and body["broker"] == {"ok": True}
-    assert body["backends"] == [{"name": "Broken", "ok": False}, {"name": "Local Ollama", "ok": True}]
+    assert body["backends"] == {"total": 3, "enabled": 2, "local": 3, "healthy": 1, "unhealthy": 1}
     assert body["workers"] == {"alive": 0}
     assert body["status"] == "degraded"
+
+
+def test_health_never_calls_a_backend_and_names_none(anon_api, backend, no_backend_calls):
+    body = anon_api.get("/api/v1/health").json()
+    assert no_backend_calls == []
+    assert body["backends"] == {"total": 1, "enabled": 1, "local": 1, "healthy": None, "unhealthy": None}
+    assert "Local Ollama" not in json.dumps(body)
 
 
 def test_health_reveals_no_urls_keys_or_errors(anon_api, no_backend_calls):
     ModelBackend.objects.create(name="Cloud", kind="openai_compatible", base_url="https://llm.internal.example/v1",
                                 model="broken", api_key="sk-very-secret", is_local=False)
+    registry_selectors.backend_health()
     text = anon_api.get("/api/v1/health").content.decode()
-    for secret in ("llm.internal.example", "sk-very-secret", "http", "Reachable", "broken"):
+    for secret in ("llm.internal.example", "sk-very-secret", "http", "Reachable", "broken", "Cloud"):
         assert secret not in text
 
 
 def test_health_is_ok_when_everything_works(anon_api, backend, no_backend_calls, monkeypatch):
-    monkeypatch.setattr(health, "workers_alive", lambda *, now: 4)
+    monkeypatch.setattr(selectors, "workers_alive", lambda *, now: 4)
     body = anon_api.get("/api/v1/health").json()
     assert body["status"] == "ok" and body["workers"] == {"alive": 4}
 
@@ -305,33 +316,40 @@ def test_health_answers_503_when_the_database_is_down(anon_api, monkeypatch, no_
     assert response.json()["status"] == "down"
 
 
-def test_health_checks_backends_at_most_every_30_seconds(anon_api, backend, no_backend_calls):
+def test_backends_are_checked_at_most_every_30_seconds(backend, no_backend_calls):
     for _ in range(3):
-        anon_api.get("/api/v1/health")
+        registry_selectors.backend_health()
     assert len(no_backend_calls) == 1
-    health.forget_backend_health()
-    anon_api.get("/api/v1/health")
+    registry_selectors.forget_backend_health()
+    registry_selectors.backend_health()
     assert len(no_backend_calls) == 2
 
 
-def test_health_gives_each_backend_a_short_timeout(anon_api, backend, no_backend_calls):
+def test_changing_a_backend_forgets_its_health(backend, no_backend_calls):
+    registry_selectors.backend_health()
+    ModelBackend.objects.filter(pk=backend.pk).get().save()
+    registry_selectors.backend_health()
+    assert len(no_backend_calls) == 2
+
+
+def test_health_checks_give_each_backend_a_short_timeout(backend, no_backend_calls):
     ModelBackend.objects.filter(pk=backend.pk).update(timeout=600)
-    anon_api.get("/api/v1/health")
-    assert no_backend_calls[0].timeout == health.CHECK_TIMEOUT
+    registry_selectors.backend_health()
+    assert no_backend_calls[0].timeout == registry_selectors.CHECK_DEADLINE
     assert ModelBackend.objects.get(pk=backend.pk).timeout == 600
 
 
-def test_a_backend_that_hangs_counts_as_failed(anon_api, backend, monkeypatch):
+def test_a_backend_that_hangs_counts_as_failed(backend, monkeypatch):
     import threading
 
     release = threading.Event()
-    monkeypatch.setattr(health, "CHECK_TIMEOUT", 0.1)
-    monkeypatch.setattr(health, "check_backend", lambda *, backend: release.wait(5))
+    monkeypatch.setattr(registry_selectors, "CHECK_DEADLINE", 0.1)
+    monkeypatch.setattr(registry_selectors, "check_backend", lambda *, backend: release.wait(5))
     try:
-        body = anon_api.get("/api/v1/health").json()
+        [result] = registry_selectors.backend_health()
     finally:
         release.set()
-    assert body["backends"] == [{"name": "Local Ollama", "ok": False}]
+    assert (result.backend.name, result.ok) == ("Local Ollama", False)
 
 
 def test_health_accepts_only_get(anon_api):
@@ -363,8 +381,8 @@ def test_stats_gives_the_dashboard_figures(api, backend, make_chat, make_message
     assert body["backends"] == {"total": 1, "enabled": 1, "local": 1, "healthy": None, "unhealthy": None}
 
 
-def test_stats_show_backend_health_once_checked(api, anon_api, backend, no_backend_calls):
-    anon_api.get("/api/v1/health")
+def test_stats_show_backend_health_once_checked(api, backend, no_backend_calls):
+    registry_selectors.backend_health()
     assert api.get("/api/v1/stats/").json()["backends"]["healthy"] == 1
 
 

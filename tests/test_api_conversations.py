@@ -6,7 +6,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.utils import timezone
 
-from conversations.models import AuditAction, AuditEvent, Chat, LineChannel, Message
+from core.models import AuditAction, AuditEvent
+from conversations.models import Chat, LineChannel, Message
 from conversations.redaction import REDACTED_TEXT
 from models_registry.models import ModelBackend, SamplingPreset
 from tests.conftest import ACCESS_TOKEN, CHANNEL_SECRET

@@ -1,7 +1,7 @@
 """/api/v1/backends/ and /api/v1/presets/: validated like the admin, audited, keys write-only."""
 import pytest
 
-from conversations.models import AuditAction, AuditEvent
+from core.models import AuditAction, AuditEvent
 from models_registry.backends import ConnectionReport
 from models_registry.models import ModelBackend, SamplingPreset
 from tests.test_api import api, api_test_settings, nobody_api, reader, reader_api, superuser  # noqa: F401 (fixtures)

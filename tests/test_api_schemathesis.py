@@ -24,7 +24,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conversations.models import AuditEvent, Chat, LineChannel, Message
+from core.models import AuditEvent
+from conversations.models import Chat, LineChannel, Message
 from models_registry import services as registry_services
 from models_registry.backends import ConnectionReport
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset

@@ -2,8 +2,8 @@
 import pytest
 from django.contrib.auth.models import User
 
-from conversations import audit
-from conversations.models import AuditEvent
+from core import audit
+from core.models import AuditEvent
 from models_registry.models import ModelBackend
 
 pytestmark = pytest.mark.django_db
@@ -49,12 +49,12 @@ def test_retention_changes_on_a_chat_are_audited_as_such(admin_client, make_chat
 
 def test_nobody_can_edit_or_delete_the_trail_in_the_admin(admin_client):
     event = audit.record(action="export", actor="shell:root", details={"rows": 3})
-    change_url = f"/admin/conversations/auditevent/{event.pk}/change/"
+    change_url = f"/admin/core/auditevent/{event.pk}/change/"
     page = admin_client.get(change_url)
     assert page.status_code == 200 and 'type="submit"' not in page.content.decode().split('id="content-main"')[1]
     admin_client.post(change_url, {"action": "purge", "details": "{}"})
-    assert admin_client.post(f"/admin/conversations/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert admin_client.get("/admin/conversations/auditevent/add/").status_code == 403
+    assert admin_client.post(f"/admin/core/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.get("/admin/core/auditevent/add/").status_code == 403
     event.refresh_from_db()
     assert (event.action, event.details) == ("export", {"rows": 3})
 

@@ -1,11 +1,13 @@
 """The operator console in the admin: pages, actions and permissions (the browser test walks the journey)."""
+import re
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
-from conversations.models import AuditEvent, Chat, Message
+from core.models import AuditEvent
+from conversations.models import Chat, Message
 from conversations.paginators import CappedCountPaginator
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 from tests.fakes import webhooks as ev
@@ -13,8 +15,10 @@ from tests.fakes import webhooks as ev
 pytestmark = pytest.mark.django_db
 
 
-def test_backend_test_connection_lists_models_and_picks_one(admin_client, backend):
+def test_backend_test_connection_lists_models_and_picks_one(admin_client, backend, ollama_server):
     page = admin_client.get(f"/admin/models_registry/modelbackend/{backend.pk}/test/").content.decode()
+    assert "Connected" not in page and ollama_server.requests == [], "a GET calls no backend"
+    page = admin_client.post(f"/admin/models_registry/modelbackend/{backend.pk}/test/").content.decode()
     assert "Connected" in page and "llama3.2:3b" in page and "Use this model" in page
     admin_client.post(f"/admin/models_registry/modelbackend/{backend.pk}/test/", {"model": "llama3.2:3b"})
     backend.refresh_from_db()
@@ -31,7 +35,7 @@ def test_backend_test_connection_lists_models_and_picks_one(admin_client, backen
 )
 def test_backend_test_connection_explains_failures(admin_client, backend, base_url, model, expected):
     ModelBackend.objects.filter(pk=backend.pk).update(base_url=base_url or backend.base_url, model=model)
-    page = admin_client.get(f"/admin/models_registry/modelbackend/{backend.pk}/test/").content.decode()
+    page = admin_client.post(f"/admin/models_registry/modelbackend/{backend.pk}/test/").content.decode()
     assert "Not working" in page and expected in page
 
 
@@ -157,9 +161,21 @@ def test_viewer_reads_conversations_but_cannot_change_backends(client, backend, 
     make_message(chat, "visible to viewers")
     assert "visible to viewers" in client.get(f"/admin/conversations/chat/{chat.pk}/thread/").content.decode()
     assert client.post(f"/admin/models_registry/modelbackend/{backend.pk}/change/", {"name": "x"}).status_code == 403
-    page = client.get(f"/admin/models_registry/modelbackend/{backend.pk}/test/").content.decode()
-    assert "Use this model" not in page
     assert client.get("/admin/models_registry/modelbackend/add/").status_code == 403
+
+
+def test_viewer_cannot_make_the_server_call_a_backend(client, backend, preset, ollama_server):
+    viewer = User.objects.create_user("viewer", password="viewer-test-password", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_modelbackend", "view_samplingpreset"]))
+    client.force_login(viewer)
+    test_url = f"/admin/models_registry/modelbackend/{backend.pk}/test/"
+    assert client.get(test_url).status_code == 403
+    assert client.post(test_url).status_code == 403
+    assert client.post(test_url, {"model": "llama3.2:3b"}).status_code == 403
+    playground = "/admin/models_registry/samplingpreset/playground/"
+    assert client.post(playground, {"preset": preset.pk, "conversation": "hi"}).status_code == 403
+    assert ollama_server.requests == []
+    assert ModelBackend.objects.get(pk=backend.pk).model == backend.model
 
 
 def test_every_console_page_renders_without_debug(admin_client, settings, channel, backend, preset, make_chat):
@@ -169,7 +185,7 @@ def test_every_console_page_renders_without_debug(admin_client, settings, channe
                 f"/admin/conversations/chat/{chat.pk}/thread/", "/admin/conversations/message/",
                 "/admin/conversations/linechannel/", f"/admin/conversations/linechannel/{channel.pk}/change/",
                 "/admin/models_registry/modelbackend/", "/admin/models_registry/samplingpreset/playground/",
-                "/admin/conversations/auditevent/", "/admin/conversations/privacypolicy/",
+                "/admin/core/auditevent/", "/admin/conversations/privacypolicy/",
                 "/admin/django_q/schedule/", "/admin/django_q/failure/",
                 *(["/admin/django_q/ormq/"] if "orm" in settings.Q_CLUSTER else [])]:
         response = admin_client.get(url, follow=True)
@@ -202,9 +218,32 @@ def test_workers_count_as_alive_only_once_the_scheduler_ran_the_sweep():
     from conversations import selectors
 
     now = timezone.now()
-    sweep = Schedule.objects.get(func=selectors.SWEEPER_FUNC)
+    sweep = Schedule.objects.get(func=selectors.queue.SWEEP_TASK)
     Schedule.objects.filter(pk=sweep.pk).update(next_run=now + timedelta(seconds=30), task=None)
     assert not selectors.workers_alive(now=now), "a schedule migrate just made proves nothing"
     Schedule.objects.filter(pk=sweep.pk).update(task="a1b2c3")
     assert selectors.workers_alive(now=now)
     assert not selectors.workers_alive(now=now + timedelta(minutes=5)), "a late sweep means no scheduler"
+
+
+def test_dashboard_does_not_wait_for_a_backend_that_never_answers(admin_client, backend):
+    """A server that accepts connections and says nothing: the page waits the health
+    check's deadline at most, not the backend's own timeout."""
+    import socket
+    import time
+
+    from models_registry import selectors as registry_selectors
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        ModelBackend.objects.create(name="Silent", kind=BackendKind.OPENAI_COMPATIBLE, timeout=30,
+                                    base_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", model="m")
+        started = time.monotonic()
+        page = admin_client.get("/admin/").content.decode()
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert elapsed < registry_selectors.CHECK_DEADLINE + 2, elapsed
+    assert re.search(r'status-failed"[^>]*>down</span>\s*<a [^>]*>Silent</a>', page)

@@ -4,9 +4,10 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from conversations import audit
+from core import audit
 from conversations.erasure import ERASED_TEXT
-from conversations.models import AuditEvent, Chat, Message
+from core.models import AuditEvent
+from conversations.models import Chat, Message
 
 pytestmark = pytest.mark.django_db
 

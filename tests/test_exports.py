@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conversations import exports, redaction
-from conversations.models import AuditEvent
+from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,8 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 from conversations import redaction
-from conversations.models import AuditEvent, Message
+from core.models import AuditEvent
+from conversations.models import Message
 from tests.fakes import webhooks as ev
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from conversations import services
+from conversations import answering, sweeper
 from conversations.line.client import retry_key
 from conversations.models import Chat, Message, Status
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
@@ -108,8 +108,8 @@ def test_more_than_five_texts_continue_by_push(webhook, line_api, ollama_server)
 
 def test_task_run_twice_sends_one_reply(webhook, line_api):
     webhook.post(ev.text_message_event("just once"))
-    services.answer_message(message_id=inbound().pk)
-    services.answer_message(message_id=inbound().pk)
+    answering.answer_message(message_id=inbound().pk)
+    answering.answer_message(message_id=inbound().pk)
     assert line_api.delivered_texts() == ["echo: just once"]
     assert Message.objects.filter(direction="out").count() == 1
 
@@ -224,7 +224,7 @@ def test_line_5xx_that_persists_leaves_the_message_for_the_sweeper(webhook, line
     # The sweeper takes it up once it has waited long enough; the token is stale by then.
     later = timezone.now() + timedelta(minutes=5)
     Message.objects.filter(pk=message.pk).update(event_at=timezone.now() - timedelta(minutes=5))
-    result = services.sweep_stuck_messages(now=later)
+    result = sweeper.sweep_stuck_messages(now=later)
     assert result.requeued == 1
     assert line_api.delivered_texts() == ["echo: later"]
     assert inbound().status == Status.REPLIED and inbound().attempts == 2

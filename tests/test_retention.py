@@ -3,7 +3,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conversations import retention
-from conversations.models import AuditEvent, Message, PrivacyPolicy
+from core.models import AuditEvent
+from conversations.models import Message, PrivacyPolicy
 
 pytestmark = pytest.mark.django_db
 

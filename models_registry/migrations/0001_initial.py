@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import linebot_site.encryption
+import core.fields
 from django.db import migrations, models
 
 
@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
                 ('kind', models.CharField(choices=[('ollama', 'Ollama'), ('replicate', 'Replicate'), ('openai_compatible', 'OpenAI-compatible (vLLM, llama.cpp, LM Studio)')], default='ollama', max_length=32, verbose_name='kind')),
                 ('base_url', models.URLField(help_text='Ollama: http://localhost:11434 · Replicate: https://api.replicate.com · OpenAI-compatible: the URL ending in /v1', max_length=500, verbose_name='base URL')),
                 ('model', models.CharField(help_text='Ollama tag (gemma3:4b), Replicate owner/name[:version], or the OpenAI model name.', max_length=200, verbose_name='model identifier')),
-                ('api_key', linebot_site.encryption.EncryptedTextField(blank=True, default='', verbose_name='API key')),
+                ('api_key', core.fields.EncryptedTextField(blank=True, default='', verbose_name='API key')),
                 ('timeout', models.FloatField(default=60.0, help_text='Longest wait for one answer before the call counts as failed.', validators=[django.core.validators.MinValueValidator(1.0), django.core.validators.MaxValueValidator(600.0)], verbose_name='timeout (seconds)')),
                 ('is_local', models.BooleanField(default=True, help_text='Runs on hardware you control. Chats marked local-only use only local backends.', verbose_name='local')),
                 ('enabled', models.BooleanField(default=True, verbose_name='enabled')),

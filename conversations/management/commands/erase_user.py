@@ -1,8 +1,9 @@
 """manage.py erase_user — the right to erasure for one LINE user. Dry run unless --yes."""
 from django.core.management.base import BaseCommand
 
-from conversations import audit, erasure
+from conversations import erasure
 from conversations.management.validation import line_user_id
+from core import audit
 
 
 class Command(BaseCommand):

@@ -3,9 +3,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations import audit, exports
+from conversations import exports
 from conversations.management.dates import parse_moment
 from conversations.management.progress import Progress
+from core import audit
 
 
 class Command(BaseCommand):

@@ -1,8 +1,9 @@
 """manage.py purge_expired — delete messages older than the retention policy allows."""
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations import audit, retention
+from conversations import retention
 from conversations.management.progress import Progress
+from core import audit
 
 
 class Command(BaseCommand):

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations import audit, exports
+from conversations import exports
+from core import audit
 
 
 class Command(BaseCommand):

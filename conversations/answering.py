@@ -1,0 +1,179 @@
+"""Answering a message: claim it, generate once, deliver to LINE in resumable calls."""
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from core.retry import retrying
+from models_registry.backends import Turn
+from models_registry.models import ModelBackend, SamplingPreset
+from models_registry.prompts import build_prompt
+from models_registry.services import GenerationFailed, generate
+
+from . import selectors
+from .line.client import LineAPIError, line_client, retry_key
+from .line.text import batches, split_text
+from .models import Chat, Direction, Message, SourceType, Status
+from .pii import mask_pii
+
+logger = logging.getLogger(__name__)
+
+
+def answer_message(*, message_id: int) -> None:
+    """Generates and sends the answer to one inbound message, at most once.
+
+    Safe to run any number of times for the same message: the claim below lets one
+    run through, and an answer already generated or partly sent is reused, not redone.
+    """
+    message = _claim(message_id)
+    if message is None:
+        return
+    chat = message.chat
+    # Only a message taken up before can already have an answer to reuse.
+    outbound = (Message.objects.filter(reply_to=message, direction=Direction.OUT).first()
+                if message.attempts > 1 else None)
+    if outbound is None:
+        if chat.source_type == SourceType.USER:
+            _show_loading(chat=chat)
+        outbound = _compose_answer(message=message)
+    try:
+        calls = _deliver(outbound=outbound, inbound=message)
+    except LineAPIError as exc:
+        gave_up = message.attempts >= settings.LINEBOT["MAX_ATTEMPTS"] or not exc.transient
+        # A transient failure goes back to pending: the sweeper takes it up again later.
+        status = Status.FAILED if gave_up else Status.PENDING
+        _set_status(message, status, error=str(exc))
+        Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
+        logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
+        return
+    # Both sides' final state in one statement.
+    answered = Status.REPLIED if outbound.backend_id else Status.FAILED
+    Message.objects.filter(pk__in=[outbound.pk, message.pk]).update(
+        status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
+        delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
+                             output_field=Message._meta.get_field("delivered_calls")),
+        status_changed_at=timezone.now(),
+    )
+
+
+def _claim(message_id: int) -> Message | None:
+    claimed = Message.objects.filter(
+        pk=message_id, direction=Direction.IN, status=Status.PENDING, attempts__lt=settings.LINEBOT["MAX_ATTEMPTS"]
+    ).update(status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=timezone.now())
+    if not claimed:
+        return None
+    return Message.objects.select_related("chat__channel").get(pk=message_id)
+
+
+def _set_status(message: Message, status: str, *, error: str | None = None) -> None:
+    fields = {"status": status, "status_changed_at": timezone.now()}
+    if error is not None:
+        fields["error"] = error
+    Message.objects.filter(pk=message.pk).update(**fields)
+
+
+def _show_loading(*, chat: Chat) -> None:
+    try:
+        line_client(chat.channel.access_token).show_loading(user_id=chat.line_id, seconds=20)
+    except LineAPIError as exc:
+        logger.info("Loading animation not shown in chat %s: %s", chat.pk, exc)
+
+
+def _compose_answer(*, message: Message) -> Message:
+    chat = message.chat
+    preset = selectors.preset_for_chat(chat=chat)
+    generation, error = None, ""
+    try:
+        if preset is None:
+            raise GenerationFailed("No sampling preset: set a global default, a channel default or the chat's own.")
+        generation = generate(
+            preset=preset, turns=_prompt(message=message, preset=preset), local_only=chat.local_only,
+            prepare=_masked_for_cloud(chat),
+        )
+    except GenerationFailed as exc:
+        error = str(exc)
+        logger.warning("No answer for message %s: %s", message.pk, error)
+        Message.objects.filter(pk=message.pk).update(error=error)
+    completion = generation.completion if generation else None
+    try:
+        # Autocommit: a task runs in no outer transaction, so no savepoint is needed.
+        return Message.objects.create(
+            chat=chat,
+            direction=Direction.OUT,
+            text=completion.text if completion else settings.LINEBOT["APOLOGY_TEXT"],
+            event_at=timezone.now(),
+            status=Status.PENDING,
+            status_changed_at=timezone.now(),
+            reply_to=message,
+            preset=preset,
+            backend=generation.backend if generation else None,
+            latency_ms=generation.latency_ms if generation else None,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=completion.completion_tokens if completion else None,
+            error=error,
+        )
+    except IntegrityError:
+        # A run that was presumed dead finished first; send its answer, not ours.
+        return Message.objects.get(reply_to=message, direction=Direction.OUT)
+
+
+def _prompt(*, message: Message, preset: SamplingPreset) -> list[Turn]:
+    history = selectors.prompt_history(message=message, turns=preset.history_turns)
+    return build_prompt(preset=preset, conversation=[
+        Turn("user" if earlier.direction == Direction.IN else "assistant", earlier.text) for earlier in history])
+
+
+def _masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
+    """Masks PII in what goes to a backend that is not local, if the channel says so."""
+
+    def prepare(backend: ModelBackend, turns: list[Turn]) -> list[Turn]:
+        if backend.is_local or not chat.channel.mask_before_cloud:
+            return turns
+        kinds = selectors.masking_kinds()
+        return [Turn(turn.role, mask_pii(turn.content, kinds=kinds).text) for turn in turns]
+
+    return prepare
+
+
+def _deliver(*, outbound: Message, inbound: Message) -> int:
+    """Sends the answer in calls of up to five texts, resuming after the last call that went
+    through; returns the number of calls. Progress is recorded after each call but the last,
+    which the caller records with the final status."""
+    chat = inbound.chat
+    client = line_client(chat.channel.access_token)
+    calls = batches(split_text(outbound.text))
+    line_retry = {
+        "delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
+        "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient,
+    }
+    for index in range(outbound.delivered_calls, len(calls)):
+        texts = calls[index]
+        sent = False
+        if index == 0 and _reply_token_fresh(inbound):
+            try:
+                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts), **line_retry)
+                sent = True
+            except LineAPIError as exc:
+                if not exc.invalid_reply_token:
+                    raise
+        if not sent:
+            key = retry_key(message_id=outbound.pk, call_index=index)
+            try:
+                retrying(lambda: client.push(to=chat.line_id, texts=texts, retry_key=key), **line_retry)
+            except LineAPIError as exc:
+                if not exc.already_accepted:
+                    raise
+        outbound.delivered_calls = index + 1
+        if index + 1 < len(calls):
+            Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)
+    return len(calls)
+
+
+def _reply_token_fresh(message: Message) -> bool:
+    if not message.reply_token:
+        return False
+    age = (timezone.now() - message.event_at).total_seconds()
+    return age < settings.LINEBOT["REPLY_TOKEN_MAX_AGE"]

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class CoreConfig(AppConfig):
+    name = "core"
+    verbose_name = _("Audit and shared machinery")
+
+    def ready(self) -> None:
+        from . import checks, signals  # noqa: F401
