@@ -11,10 +11,10 @@ from .base import (
     ConnectionReport,
     SamplingParams,
     Turn,
+    backend_errors,
     checked,
     error_from_http_status,
     http_timeout,
-    transport_errors,
 )
 
 
@@ -57,7 +57,7 @@ class OllamaBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with transport_errors("Ollama", self.config):
+        with backend_errors(service="Ollama", config=self.config):
             try:
                 yield
             except ollama.ResponseError as exc:

@@ -11,10 +11,10 @@ from .base import (
     ConnectionReport,
     SamplingParams,
     Turn,
+    backend_errors,
     checked,
     error_from_http_status,
     http_timeout,
-    transport_errors,
 )
 
 
@@ -67,7 +67,7 @@ class OpenAICompatBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with transport_errors("the OpenAI-compatible server", self.config):
+        with backend_errors(service="the OpenAI-compatible server", config=self.config):
             try:
                 yield
             except ValueError:
@@ -81,5 +81,6 @@ def _raise_for_status(response: httpx.Response) -> None:
         error = response.json().get("error")
         message = error.get("message") if isinstance(error, dict) else str(error)
     except ValueError:
-        message = response.text[:200]
+        # Not cut here: backend_errors hides the key first, then cuts.
+        message = response.text
     raise error_from_http_status(response.status_code, message or response.reason_phrase)

@@ -14,10 +14,10 @@ from .base import (
     ConnectionReport,
     SamplingParams,
     Turn,
+    backend_errors,
     checked,
     error_from_http_status,
     http_timeout,
-    transport_errors,
 )
 
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -62,8 +62,9 @@ class ReplicateBackend:
                     )
                 time.sleep(interval)
                 prediction.reload()
-        if prediction.status != "succeeded":
-            raise BackendFailed(f"Replicate prediction {prediction.id} {prediction.status}: {prediction.error}")
+            if prediction.status != "succeeded":
+                # Inside the block: the model's error text may quote the key too.
+                raise BackendFailed(f"Replicate prediction {prediction.id} {prediction.status}: {prediction.error}")
         output = prediction.output
         text = "".join(output) if isinstance(output, list) else str(output or "")
         metrics = prediction.metrics or {}
@@ -85,7 +86,7 @@ class ReplicateBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with transport_errors("Replicate", self.config):
+        with backend_errors(service="Replicate", config=self.config):
             try:
                 yield
             except ReplicateError as exc:
