@@ -259,6 +259,32 @@ def test_the_test_connection_page_hides_a_quoted_key(admin_client):
     assert "Bearer [hidden]" in page and SECRET not in page
 
 
+# --- Redirects ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("kind", FAKES)
+def test_a_redirect_fails_generation_without_being_followed(kind, status):
+    with FAKES[kind]() as elsewhere, FAKES[kind]() as bouncer:
+        bouncer.redirect_to(elsewhere.url, status=status)
+        with pytest.raises(BackendRejected, match="redirect to another address.*use the final URL") as caught:
+            backend_for(config_for(kind, bouncer)).generate(TURNS, PARAMS)
+    assert not caught.value.transient
+    assert [r.status for r in bouncer.requests] == [status]
+    assert elsewhere.requests == []
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("kind", FAKES)
+def test_a_redirect_fails_the_connection_check_without_being_followed(kind, status):
+    with FAKES[kind]() as elsewhere, FAKES[kind]() as bouncer:
+        bouncer.redirect_to(elsewhere.url, status=status)
+        report = backend_for(config_for(kind, bouncer)).check()
+    assert not report.ok and "use the final URL" in report.detail
+    assert [r.status for r in bouncer.requests] == [status]
+    assert elsewhere.requests == []
+
+
 # --- Through the whole pipeline --------------------------------------------------------
 
 

@@ -99,6 +99,18 @@ def ms_since(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
 
+def refuse_redirects(response: httpx.Response) -> None:
+    """An httpx response hook: a 3xx is an error, so a backend URL cannot send the
+    server to another host (the clients also get follow_redirects=False)."""
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location")
+        raise BackendRejected(
+            f"HTTP {response.status_code}: the server answered with a redirect to another address"
+            + (f" ({location})" if location else "")
+            + "; use the final URL"
+        )
+
+
 HIDDEN = "[hidden]"
 # Error text can be a whole proxy error page; it ends up in a message's error field.
 ERROR_TEXT_LIMIT = 500

@@ -15,6 +15,7 @@ from .base import (
     checked,
     error_from_http_status,
     http_timeout,
+    refuse_redirects,
 )
 
 
@@ -22,8 +23,11 @@ class OllamaBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
-        # The ollama client waits forever by default; every call here has a deadline.
-        self.client = ollama.Client(host=config.base_url, timeout=http_timeout(config.timeout), headers=headers)
+        # The ollama client waits forever and follows redirects by default; neither here.
+        self.client = ollama.Client(
+            host=config.base_url, timeout=http_timeout(config.timeout), headers=headers,
+            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
+        )
 
     def generate(self, turns: list[Turn], params: SamplingParams) -> Completion:
         options = {

@@ -15,6 +15,7 @@ from .base import (
     checked,
     error_from_http_status,
     http_timeout,
+    refuse_redirects,
 )
 
 
@@ -23,7 +24,8 @@ class OpenAICompatBackend:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.client = httpx.Client(
-            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=http_timeout(config.timeout)
+            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=http_timeout(config.timeout),
+            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
         )
 
     def generate(self, turns: list[Turn], params: SamplingParams) -> Completion:

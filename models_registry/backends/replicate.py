@@ -18,6 +18,7 @@ from .base import (
     checked,
     error_from_http_status,
     http_timeout,
+    refuse_redirects,
 )
 
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -30,6 +31,8 @@ class ReplicateBackend:
             api_token=config.api_key or None,
             base_url=config.base_url.rstrip("/"),
             timeout=http_timeout(config.timeout),
+            # Passed on to its httpx client, which would otherwise take a 3xx for an answer.
+            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
         )
         self.model_ref, _, self.version = config.model.partition(":")
 
