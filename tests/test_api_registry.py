@@ -2,8 +2,8 @@
 import pytest
 
 from core.models import AuditAction, AuditEvent
-from models_registry.backends import ConnectionReport
 from models_registry.models import ModelBackend, SamplingPreset
+from tests.fakes.replicate import FakeReplicate
 from tests.test_api import api, api_test_settings, nobody_api, reader, reader_api, superuser  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -140,10 +140,12 @@ def test_the_test_action_reports_an_unreachable_backend(api):
     assert report["ok"] is False and "connect" in report["detail"].lower()
 
 
-def test_the_test_action_never_echoes_the_key(api, cloud, monkeypatch):
-    monkeypatch.setattr("models_registry.services.check_backend", lambda *, backend: ConnectionReport(
-        ok=False, latency_ms=5, detail=f"HTTP 401: Incorrect API key provided: {backend.api_key}"))
-    response = api.post(f"/api/v1/backends/{cloud.pk}/test/")
+def test_the_test_action_never_echoes_the_key(api, cloud):
+    with FakeReplicate(api_token=KEY) as replicate_server:
+        replicate_server.quote_authorization()
+        cloud.base_url = replicate_server.url
+        cloud.save()
+        response = api.post(f"/api/v1/backends/{cloud.pk}/test/")
     assert response.status_code == 200
     assert KEY not in response.content.decode() and "[hidden]" in response.json()["detail"]
 

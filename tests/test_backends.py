@@ -1,4 +1,7 @@
 """Each backend adapter against its loopback fake, through the real client library."""
+import logging
+import traceback
+
 import pytest
 
 from conversations.models import Message
@@ -12,9 +15,11 @@ from models_registry.backends import (
     Turn,
     backend_for,
 )
+from models_registry.backends.base import without_secrets
 from models_registry.models import BackendKind, ModelBackend
 from models_registry.services import check_backend
 from tests.fakes import webhooks as ev
+from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_compat import FakeOpenAICompat
 from tests.fakes.replicate import FakeReplicate
 
@@ -41,6 +46,21 @@ def replicate_config(fake, model=GEMMA, token="r8_test", timeout=5.0) -> Backend
 
 def openai_config(fake, key="sk-local", model="llama-3.1-8b") -> BackendConfig:
     return BackendConfig(kind="openai_compatible", base_url=fake.url + "/v1", model=model, api_key=key, timeout=5)
+
+
+# One fake per protocol, none asking for a key: any refusal comes from the mode a test sets.
+FAKES = {
+    "ollama": lambda: FakeOllama(models=("gemma3:4b",)),
+    "replicate": lambda: FakeReplicate(api_token=SECRET, models={GEMMA: None}),
+    "openai_compatible": lambda: FakeOpenAICompat(models=("llama-3.1-8b",)),
+}
+SECRET = "sk-live-0123456789abcdef"
+
+
+def config_for(kind: str, fake, key: str = SECRET) -> BackendConfig:
+    base_url = fake.url + "/v1" if kind == "openai_compatible" else fake.url
+    model = {"ollama": "gemma3:4b", "replicate": GEMMA, "openai_compatible": "llama-3.1-8b"}[kind]
+    return BackendConfig(kind=kind, base_url=base_url, model=model, api_key=key, timeout=5)
 
 
 # --- Ollama -------------------------------------------------------------------------
@@ -165,6 +185,104 @@ def test_openai_compatible_server_error_is_transient(vllm):
     vllm.fail_next("chat", 503)
     with pytest.raises(BackendUnavailable):
         backend_for(openai_config(vllm)).generate(TURNS, PARAMS)
+
+
+# --- A key quoted back in an error -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", FAKES)
+def test_a_key_quoted_in_an_error_is_hidden_from_the_exception_and_the_log(kind, caplog):
+    with FAKES[kind]() as fake:
+        fake.quote_authorization()
+        with pytest.raises(BackendRejected) as caught:
+            backend_for(config_for(kind, fake)).generate(TURNS, PARAMS)
+    assert fake.last().headers["authorization"] == f"Bearer {SECRET}"
+    error = caught.value
+    assert "401" in str(error) and "Bearer [hidden]" in str(error) and not error.transient
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger(__name__).warning("Generation failed", exc_info=error)
+    assert "Bearer [hidden]" in caplog.text
+    assert SECRET not in caplog.text and SECRET not in "".join(traceback.format_exception(error))
+
+
+@pytest.mark.parametrize("kind", FAKES)
+def test_a_key_quoted_in_an_error_is_hidden_from_the_connection_report(kind):
+    with FAKES[kind]() as fake:
+        fake.quote_authorization()
+        report = backend_for(config_for(kind, fake)).check()
+    assert not report.ok and "401" in report.detail and "Bearer [hidden]" in report.detail
+    assert SECRET not in report.detail
+
+
+def test_a_long_error_is_cut_only_after_the_key_is_hidden():
+    with FAKES["openai_compatible"]() as vllm:
+        # "HTTP 401: " and 486 characters put the key across the 500-character cut.
+        vllm.fail_next("chat", 401, {"error": {"message": "x" * 485 + " " + SECRET}})
+        with pytest.raises(BackendRejected) as caught:
+            backend_for(config_for("openai_compatible", vllm)).generate(TURNS, PARAMS)
+    text = str(caught.value)
+    assert text.endswith("…") and len(text) == 501
+    assert SECRET[:4] not in text
+
+
+def test_hiding_covers_the_keys_obvious_variants_and_any_bearer_token():
+    text = 'sent sk-a/b+c"d, sk-a%2Fb%2Bc%22d and {"key": "sk-a/b+c\\"d"}; Authorization: bearer env-token'
+    assert without_secrets(text, secret=' sk-a/b+c"d\n') == (
+        'sent [hidden], [hidden] and {"key": "[hidden]"}; Authorization: bearer [hidden]'
+    )
+    assert without_secrets("HTTP 404: no model", secret="") == "HTTP 404: no model"
+
+
+@pytest.mark.django_db
+def test_a_quoted_key_stays_out_of_the_message_error_and_the_worker_log(webhook, preset, caplog):
+    with FakeOpenAICompat(models=("llama-3.1-8b",)) as vllm:
+        vllm.quote_authorization()
+        preset.backend = ModelBackend.objects.create(
+            name="vLLM", kind=BackendKind.OPENAI_COMPATIBLE, base_url=vllm.url + "/v1", model="llama-3.1-8b",
+            api_key=SECRET,
+        )
+        preset.save()
+        with caplog.at_level(logging.INFO):
+            webhook.post(ev.text_message_event("hello vllm"))
+    error = Message.objects.get(direction="in").error
+    assert "invalid key Bearer [hidden]" in error and SECRET not in error
+    assert "No answer for message" in caplog.text and SECRET not in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_test_connection_page_hides_a_quoted_key(admin_client):
+    with FAKES["replicate"]() as fake:
+        fake.quote_authorization()
+        cloud = ModelBackend.objects.create(name="Replicate", kind=BackendKind.REPLICATE, base_url=fake.url,
+                                            model=GEMMA, api_key=SECRET, is_local=False)
+        page = admin_client.post(f"/admin/models_registry/modelbackend/{cloud.pk}/test/").content.decode()
+    assert "Bearer [hidden]" in page and SECRET not in page
+
+
+# --- Redirects ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("kind", FAKES)
+def test_a_redirect_fails_generation_without_being_followed(kind, status):
+    with FAKES[kind]() as elsewhere, FAKES[kind]() as bouncer:
+        bouncer.redirect_to(elsewhere.url, status=status)
+        with pytest.raises(BackendRejected, match="redirect to another address.*use the final URL") as caught:
+            backend_for(config_for(kind, bouncer)).generate(TURNS, PARAMS)
+    assert not caught.value.transient
+    assert [r.status for r in bouncer.requests] == [status]
+    assert elsewhere.requests == []
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("kind", FAKES)
+def test_a_redirect_fails_the_connection_check_without_being_followed(kind, status):
+    with FAKES[kind]() as elsewhere, FAKES[kind]() as bouncer:
+        bouncer.redirect_to(elsewhere.url, status=status)
+        report = backend_for(config_for(kind, bouncer)).check()
+    assert not report.ok and "use the final URL" in report.detail
+    assert [r.status for r in bouncer.requests] == [status]
+    assert elsewhere.requests == []
 
 
 # --- Through the whole pipeline --------------------------------------------------------

@@ -135,6 +135,18 @@ def test_base_fail_next_and_delay(echo_fake, http):
         echo_fake.count("thingz")
 
 
+def test_base_redirect_and_quoted_authorization_modes(echo_fake, http):
+    echo_fake.redirect_to("http://127.0.0.1:9/", status=302)
+    bounced = http.post(f"{echo_fake.url}/things/1?a=1", json={})
+    assert (bounced.status_code, bounced.headers["location"]) == (302, "http://127.0.0.1:9/things/1?a=1")
+    echo_fake.redirect_to(None)
+    echo_fake.quote_authorization()
+    refused = http.post(f"{echo_fake.url}/nowhere", json={}, headers={"Authorization": "Bearer sk-abc"})
+    assert (refused.status_code, refused.json()) == (401, {"error": "invalid key Bearer sk-abc"})
+    echo_fake.reset()
+    assert http.post(f"{echo_fake.url}/things/1", json={}).status_code == 200
+
+
 def test_base_handler_crash_is_500_and_recorded(echo_fake, http):
     response = http.get(f"{echo_fake.url}/boom")
     assert response.status_code == 500

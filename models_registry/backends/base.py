@@ -1,9 +1,12 @@
 """What every backend adapter speaks: the turns in, a completion out, and its errors."""
+import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -96,9 +99,40 @@ def ms_since(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
 
+def refuse_redirects(response: httpx.Response) -> None:
+    """An httpx response hook: a 3xx is an error, so a backend URL cannot send the
+    server to another host (the clients also get follow_redirects=False)."""
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location")
+        raise BackendRejected(
+            f"HTTP {response.status_code}: the server answered with a redirect to another address"
+            + (f" ({location})" if location else "")
+            + "; use the final URL"
+        )
+
+
+HIDDEN = "[hidden]"
+# Error text can be a whole proxy error page; it ends up in a message's error field.
+ERROR_TEXT_LIMIT = 500
+# Whatever follows "Bearer" is a credential: ours, or one a client library took from the
+# environment (OLLAMA_API_KEY, REPLICATE_API_TOKEN) when the backend has no key.
+_BEARER_TOKEN = re.compile(r"\b(bearer)\s+[^\s\"',;)\]}]+", re.IGNORECASE)
+
+
+def without_secrets(text: str, *, secret: str) -> str:
+    """`text` with the key (also URL- or JSON-escaped) and any bearer token shown as [hidden]."""
+    key = secret.strip()
+    if key:
+        # Longest first, so that no form is cut up by a shorter one inside it.
+        for form in sorted({key, quote(key, safe=""), json.dumps(key)[1:-1]}, key=len, reverse=True):
+            text = text.replace(form, HIDDEN)
+    return _BEARER_TOKEN.sub(rf"\1 {HIDDEN}", text)
+
+
 @contextmanager
-def transport_errors(service: str, config: BackendConfig) -> Iterator[None]:
-    """Network failures of any client built on httpx, as BackendError kinds."""
+def backend_errors(*, service: str, config: BackendConfig) -> Iterator[None]:
+    """What leaves an adapter: network failures as BackendError kinds, and no error
+    text, nor exception chain, that reveals the API key."""
     try:
         yield
     except httpx.TimeoutException:
@@ -107,6 +141,13 @@ def transport_errors(service: str, config: BackendConfig) -> Iterator[None]:
         raise BackendUnavailable(
             f"Cannot connect to {service} at {config.base_url}: connection refused or host unknown"
         ) from None
+    except BackendError as exc:
+        # Servers quote what they were sent; hide it before cutting, so no part of a key survives.
+        text = without_secrets(str(exc), secret=config.api_key)
+        if len(text) > ERROR_TEXT_LIMIT:
+            text = text[:ERROR_TEXT_LIMIT] + "…"
+        # Rebuilt, and from None: the original and its cause may still hold the key.
+        raise type(exc)(text) from None
 
 
 def checked(backend: "Backend", list_models) -> ConnectionReport:

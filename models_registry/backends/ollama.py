@@ -11,10 +11,11 @@ from .base import (
     ConnectionReport,
     SamplingParams,
     Turn,
+    backend_errors,
     checked,
     error_from_http_status,
     http_timeout,
-    transport_errors,
+    refuse_redirects,
 )
 
 
@@ -22,8 +23,11 @@ class OllamaBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
-        # The ollama client waits forever by default; every call here has a deadline.
-        self.client = ollama.Client(host=config.base_url, timeout=http_timeout(config.timeout), headers=headers)
+        # The ollama client waits forever and follows redirects by default; neither here.
+        self.client = ollama.Client(
+            host=config.base_url, timeout=http_timeout(config.timeout), headers=headers,
+            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
+        )
 
     def generate(self, turns: list[Turn], params: SamplingParams) -> Completion:
         options = {
@@ -57,7 +61,7 @@ class OllamaBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with transport_errors("Ollama", self.config):
+        with backend_errors(service="Ollama", config=self.config):
             try:
                 yield
             except ollama.ResponseError as exc:

@@ -11,10 +11,11 @@ from .base import (
     ConnectionReport,
     SamplingParams,
     Turn,
+    backend_errors,
     checked,
     error_from_http_status,
     http_timeout,
-    transport_errors,
+    refuse_redirects,
 )
 
 
@@ -23,7 +24,8 @@ class OpenAICompatBackend:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.client = httpx.Client(
-            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=http_timeout(config.timeout)
+            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=http_timeout(config.timeout),
+            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
         )
 
     def generate(self, turns: list[Turn], params: SamplingParams) -> Completion:
@@ -67,7 +69,7 @@ class OpenAICompatBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with transport_errors("the OpenAI-compatible server", self.config):
+        with backend_errors(service="the OpenAI-compatible server", config=self.config):
             try:
                 yield
             except ValueError:
@@ -81,5 +83,6 @@ def _raise_for_status(response: httpx.Response) -> None:
         error = response.json().get("error")
         message = error.get("message") if isinstance(error, dict) else str(error)
     except ValueError:
-        message = response.text[:200]
+        # Not cut here: backend_errors hides the key first, then cuts.
+        message = response.text
     raise error_from_http_status(response.status_code, message or response.reason_phrase)

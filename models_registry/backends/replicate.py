@@ -14,10 +14,11 @@ from .base import (
     ConnectionReport,
     SamplingParams,
     Turn,
+    backend_errors,
     checked,
     error_from_http_status,
     http_timeout,
-    transport_errors,
+    refuse_redirects,
 )
 
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -30,6 +31,8 @@ class ReplicateBackend:
             api_token=config.api_key or None,
             base_url=config.base_url.rstrip("/"),
             timeout=http_timeout(config.timeout),
+            # Passed on to its httpx client, which would otherwise take a 3xx for an answer.
+            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
         )
         self.model_ref, _, self.version = config.model.partition(":")
 
@@ -62,8 +65,9 @@ class ReplicateBackend:
                     )
                 time.sleep(interval)
                 prediction.reload()
-        if prediction.status != "succeeded":
-            raise BackendFailed(f"Replicate prediction {prediction.id} {prediction.status}: {prediction.error}")
+            if prediction.status != "succeeded":
+                # Inside the block: the model's error text may quote the key too.
+                raise BackendFailed(f"Replicate prediction {prediction.id} {prediction.status}: {prediction.error}")
         output = prediction.output
         text = "".join(output) if isinstance(output, list) else str(output or "")
         metrics = prediction.metrics or {}
@@ -85,7 +89,7 @@ class ReplicateBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with transport_errors("Replicate", self.config):
+        with backend_errors(service="Replicate", config=self.config):
             try:
                 yield
             except ReplicateError as exc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 JSON_TYPE = "application/json; charset=utf-8"
 CONTROL_PREFIX = "/__fake__/"
@@ -323,6 +323,8 @@ class FakeServer:
         self._stats: Counter[str] = Counter()
         self._failures: dict[str, deque[_Failure]] = {}
         self._delays: dict[str, float] = {}
+        self._redirect: tuple[str, int] | None = None
+        self._quote_authorization: int | None = None
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -414,6 +416,8 @@ class FakeServer:
             self._stats.clear()
             self._failures.clear()
             self._delays.clear()
+            self._redirect = None
+            self._quote_authorization = None
             self.handler_errors.clear()
             self._reset_state()
 
@@ -467,6 +471,17 @@ class FakeServer:
                 self._delays[endpoint] = seconds
             else:
                 self._delays.pop(endpoint, None)
+
+    def redirect_to(self, url: str | None, status: int = 307) -> None:
+        """Answer every request with ``status`` and ``Location: url`` + its path (None: stop)."""
+        with self._lock:
+            self._redirect = None if url is None else (url.rstrip("/"), status)
+
+    def quote_authorization(self, status: int | None = 401) -> None:
+        """Refuse every request with ``status``, quoting the Authorization header it
+        carried in the error message, as some servers do (None: stop)."""
+        with self._lock:
+            self._quote_authorization = status
 
     def _check_endpoint(self, endpoint: str) -> None:
         # A typo in an endpoint name would otherwise make assertions vacuous.
@@ -527,6 +542,15 @@ class FakeServer:
     def _respond(
         self, request: RecordedRequest, matched: _Route | None, params: dict[str, str], allowed: list[str]
     ) -> Response:
+        with self._lock:
+            redirect, quoting = self._redirect, self._quote_authorization
+        if redirect is not None:
+            url, status = redirect
+            query = f"?{urlencode(request.query)}" if request.query else ""
+            return json_response(status, self.error_body(status), {"Location": f"{url}{request.path}{query}"})
+        if quoting is not None:
+            sent = request.headers.get("authorization", "(none)")
+            return json_response(quoting, self.error_body(quoting, f"invalid key {sent}"))
         if matched is None:
             if allowed:
                 return json_response(405, self.error_body(405), {"Allow": ", ".join(allowed)})
