@@ -64,8 +64,13 @@ class ConversationFilters:
     user: str | None = None
 
     def as_dict(self) -> dict:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat(),
-                "channel": self.channel, "chat": self.chat, "user": self.user}
+        """As manifests and the audit trail keep them: LINE ids only as keyed hashes, since
+        both outlive an erasure; a chat given by its number in the admin stays a number."""
+        chat_number = self.chat if self.chat and self.chat.isdigit() else None
+        return {"since": self.since.isoformat(), "until": self.until.isoformat(), "channel": self.channel,
+                "chat": chat_number,
+                "chat_hmac": audit.keyed_hash(self.chat) if self.chat and not chat_number else None,
+                "user_hmac": audit.keyed_hash(self.user) if self.user else None}
 
 
 def tool_version() -> str:

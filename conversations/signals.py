@@ -47,8 +47,13 @@ def audit_settings_change(sender, instance, actor, created, changes, **kwargs) -
         return
     if RETENTION_FIELDS & changes.keys():
         action = AuditAction.RETENTION_CHANGE
+    details = {"created": created, "changes": changes, "name": str(instance)}
+    if sender is Chat:
+        # A chat's str() falls back to its LINE id; the trail outlives an erasure, so it
+        # keeps only the id's keyed hash.
+        details.update(name=instance.display_name, line_id_hmac=audit.keyed_hash(instance.line_id))
     audit.record(action=action, actor=actor, target_type=sender._meta.model_name, target_id=instance.pk,
-                 details={"created": created, "changes": changes, "name": str(instance)})
+                 details=details)
 
 
 @receiver(user_logged_in)

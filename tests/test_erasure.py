@@ -57,6 +57,26 @@ def test_yes_erases_in_small_batches(alice_everywhere, capsys, monkeypatch):
     assert "Erased: 0 1:1 chat(s) with 0 messages deleted; 0 messages" in capsys.readouterr().out
 
 
+def test_after_erasure_the_audit_trail_and_manifests_hold_only_hashes(alice_everywhere, admin_client, tmp_path):
+    direct, group, held = alice_everywhere
+    assert admin_client.get("/api/v1/messages/", {"user": ALICE}).status_code == 200
+    call_command("export_conversations", "--since", "2000-01-01", "--until", "2100-01-01", "--user", ALICE,
+                 "--chat", group.line_id, "--output", str(tmp_path / "alice-in-group.csv"), "--format", "csv")
+    call_command("export_user", ALICE, "--output", str(tmp_path / "alice.jsonl"))
+    call_command("erase_user", ALICE, "--yes")
+    trail = json.dumps(list(AuditEvent.objects.values("target_id", "details")))
+    manifests = [path.read_text(encoding="utf-8") for path in tmp_path.glob("*.manifest.json")]
+    assert len(manifests) == 2
+    for text in (trail, *manifests):
+        assert ALICE not in text and group.line_id not in text
+    # What a compliance officer matches on later: the keyed hash, as target or in the filters.
+    user_hmac = audit.keyed_hash(ALICE)
+    assert set(AuditEvent.objects.filter(target_id=user_hmac).values_list("action", flat=True)) == {
+        "view_conversation", "export_user", "erase_user"}
+    assert AuditEvent.objects.get(action="view_conversation").details["filters"] == {"user_hmac": user_hmac}
+    assert AuditEvent.objects.get(action="export").details["filters"]["user_hmac"] == user_hmac
+
+
 def test_bad_user_id_is_a_clear_error():
     with pytest.raises(CommandError, match="is not a LINE user id"):
         call_command("erase_user", "not-an-id", "--yes")

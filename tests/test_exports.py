@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from conversations import exports, redaction
+from conversations import audit, exports, redaction
 from conversations.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -66,6 +66,20 @@ def test_filters_by_chat_user_channel_and_time(history, tmp_path):
     call_command("export_conversations", "--since", "2000-01-01", "--until", "2100-01-01",
                  "--chat", str(direct.pk), "--output", str(output))
     assert len(read_jsonl(output)) == 2
+
+
+def test_manifest_and_audit_name_chats_and_users_only_by_keyed_hash(history, tmp_path):
+    group, direct = history
+    run_export(tmp_path, "--user", ALICE, "--chat", group.line_id, name="a")
+    run_export(tmp_path, "--chat", str(direct.pk), name="b")
+    manifests = [json.loads((tmp_path / f"{name}.manifest.json").read_text()) for name in "ab"]
+    events = list(AuditEvent.objects.filter(action="export").order_by("id"))
+    for manifest, event in zip(manifests, events):
+        assert event.details["filters"] == manifest["filters"]
+    assert ALICE not in json.dumps(manifests[0]) and group.line_id not in json.dumps(manifests[0])
+    assert manifests[0]["filters"]["user_hmac"] == audit.keyed_hash(ALICE)
+    assert manifests[0]["filters"]["chat_hmac"] == audit.keyed_hash(group.line_id)
+    assert manifests[1]["filters"]["chat"] == str(direct.pk) and manifests[1]["filters"]["chat_hmac"] is None
 
 
 def test_csv_export_has_a_header_and_verifies(history, tmp_path):
