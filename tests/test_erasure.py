@@ -4,7 +4,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from conversations import audit
+from conversations import audit, erasure
 from conversations.erasure import ERASED_TEXT
 from conversations.models import AuditEvent, Chat, Message
 
@@ -55,6 +55,26 @@ def test_yes_erases_in_small_batches(alice_everywhere, capsys, monkeypatch):
     assert event.actor_username.startswith("shell")
     call_command("erase_user", ALICE, "--yes")
     assert "Erased: 0 1:1 chat(s) with 0 messages deleted; 0 messages" in capsys.readouterr().out
+
+
+def test_the_bots_answers_to_her_group_messages_go_in_the_same_batches(alice_everywhere, make_message):
+    direct, group, held = alice_everywhere
+    for chat in (group, held):
+        for index in range(2):
+            question = make_message(chat, f"alice asks {index}", user=ALICE)
+            make_message(chat, f"answer to alice {index}", direction="out", reply_to=question)
+    bobs = make_message(group, "bob asks", user=BOB)
+    make_message(group, "answer to bob", direction="out", reply_to=bobs)
+    plan = erasure.plan_erasure(line_user_id=ALICE)
+    assert (plan.group_messages, plan.held_messages) == (5, 5)
+    # One message per batch: an answer is found through its question's user id, which the
+    # batch blanking the question removes.
+    erasure.erase_user(line_user_id=ALICE, actor="shell:test", batch_size=1)
+    left = dict(Message.objects.filter(chat=group).values_list("text", "erased"))
+    assert left == {ERASED_TEXT: True, "bob asks": False, "answer to bob": False, "bob in group": False}
+    assert Message.objects.filter(chat=group, erased=True).count() == 5
+    assert Message.objects.filter(chat=held, text__startswith="answer to alice", erased=False).count() == 2
+    assert erasure.plan_erasure(line_user_id=ALICE).group_messages == 0
 
 
 def test_after_erasure_the_audit_trail_and_manifests_hold_only_hashes(alice_everywhere, admin_client, tmp_path):
