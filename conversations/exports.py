@@ -22,6 +22,8 @@ from .models import AuditAction, Chat, LineChannel, Message
 
 BATCH_SIZE = 5000
 FORMATS = ("jsonl", "csv")
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # (column in the export, field path in the query)
 MESSAGE_COLUMNS = [
@@ -171,7 +173,7 @@ def _write(records: Iterator[dict], *, fmt: str, output: Path, force: bool, on_p
     partial = output.with_name(f".{output.name}.partial")
     rows, first, last = 0, None, None
     try:
-        with open(partial, "wb") as raw:
+        with _create_private(partial) as raw:
             hashing = _HashingWriter(raw)
             text = io.TextIOWrapper(io.BufferedWriter(hashing, buffer_size=1 << 16), encoding="utf-8", newline="")
             write_row = _row_writer(fmt, text)
@@ -204,10 +206,23 @@ def _write(records: Iterator[dict], *, fmt: str, output: Path, force: bool, on_p
         "first_event_at": first.isoformat() if first else None,
         "last_event_at": last.isoformat() if last else None,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with _create_private(manifest_path) as handle:
+        handle.write((json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
     if on_progress:
         on_progress(rows)
     return manifest
+
+
+def _create_private(path: Path) -> io.BufferedWriter:
+    """Opens `path` for writing with mode 0600 whatever the umask or an older file's mode:
+    exports hold conversations. A symlink planted at `path` is refused, not followed."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "wb")
 
 
 def _row_writer(fmt: str, text: io.TextIOWrapper) -> Callable[[dict], None]:
@@ -239,7 +254,11 @@ def _json_default(value):
 
 
 def _csv_value(value):
-    return value.isoformat() if isinstance(value, datetime) else value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @dataclass
