@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from linebot_site.sqlite_writes import checkpoint_wal
+
 from . import audit
 from .models import AuditAction, Chat, Message, SourceType
 from .retention import delete_messages
@@ -77,4 +79,5 @@ def erase_user(*, line_user_id: str, actor, batch_size: int = BATCH_SIZE) -> Era
         details={"direct_chats": plan.direct_chats, "direct_messages": plan.direct_messages,
                  "group_messages": plan.group_messages, "kept_under_legal_hold": plan.held_messages},
     )
+    checkpoint_wal()
     return plan

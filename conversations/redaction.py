@@ -4,6 +4,8 @@ import hmac
 from django.db import transaction
 from django.utils import timezone
 
+from linebot_site.sqlite_writes import checkpoint_wal
+
 from . import audit
 from .models import AuditAction, Message
 
@@ -35,6 +37,8 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
                 details={"chat_id": message.chat_id, "reason": reason, "original_hmac": digest},
             )
             redacted += 1
+    if redacted:
+        checkpoint_wal()
     return redacted
 
 

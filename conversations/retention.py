@@ -8,6 +8,8 @@ from django.db import transaction
 from django.db.models import Min, QuerySet
 from django.utils import timezone
 
+from linebot_site.sqlite_writes import checkpoint_wal
+
 from . import audit, selectors
 from .models import AuditAction, Chat, Message
 
@@ -84,6 +86,8 @@ def purge_expired(
             "default_retention_days": default_days,
         },
     )
+    if report.messages and not dry_run:
+        checkpoint_wal()
     return report
 
 
