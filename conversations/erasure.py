@@ -1,11 +1,13 @@
-"""The right to erasure: a LINE user's 1:1 conversations go, their words in groups are blanked."""
+"""The right to erasure: a LINE user's 1:1 conversations go, their words in groups (and the
+bot's answers to them) are blanked."""
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from core import audit
 from core.models import AuditAction
+from core.sqlite_writes import checkpoint_wal
 
 from .models import Chat, Message, SourceType
 from .retention import delete_messages
@@ -31,17 +33,22 @@ def _group_messages(line_user_id: str) -> QuerySet:
     return Message.objects.filter(line_user_id=line_user_id, erased=False).exclude(chat__source_type=SourceType.USER)
 
 
+def _group_answers(line_user_id: str) -> QuerySet:
+    # Theirs too: export_user hands them over with the user's messages.
+    return Message.objects.filter(reply_to__in=_group_messages(line_user_id), erased=False)
+
+
 def plan_erasure(*, line_user_id: str) -> ErasurePlan:
     """What `erase_user` would do; chats on legal hold are counted apart and kept."""
     direct = _direct_chats(line_user_id)
-    groups = _group_messages(line_user_id)
+    in_groups = (_group_messages(line_user_id), _group_answers(line_user_id))
     return ErasurePlan(
         user_hmac=audit.keyed_hash(line_user_id),
         direct_chats=direct.filter(legal_hold=False).count(),
         direct_messages=Message.objects.filter(chat__in=direct.filter(legal_hold=False)).count(),
-        group_messages=groups.filter(chat__legal_hold=False).count(),
+        group_messages=sum(rows.filter(chat__legal_hold=False).count() for rows in in_groups),
         held_messages=Message.objects.filter(chat__in=direct.filter(legal_hold=True)).count()
-        + groups.filter(chat__legal_hold=True).count(),
+        + sum(rows.filter(chat__legal_hold=True).count() for rows in in_groups),
     )
 
 
@@ -62,7 +69,9 @@ def erase_user(*, line_user_id: str, actor, batch_size: int = BATCH_SIZE) -> Era
             ids = list(in_groups.order_by("id").values_list("id", flat=True)[:batch_size])
             if not ids:
                 break
-            Message.objects.filter(id__in=ids).update(
+            # The answers go in the same batch: blanking a question drops the user id that
+            # leads to them.
+            Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
                 text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", erased=True,
                 original_hmac="", redaction_reason="",
             )
@@ -71,4 +80,5 @@ def erase_user(*, line_user_id: str, actor, batch_size: int = BATCH_SIZE) -> Era
         details={"direct_chats": plan.direct_chats, "direct_messages": plan.direct_messages,
                  "group_messages": plan.group_messages, "kept_under_legal_hold": plan.held_messages},
     )
+    checkpoint_wal()
     return plan

@@ -24,6 +24,8 @@ from .models import Chat, LineChannel, Message
 
 BATCH_SIZE = 5000
 FORMATS = ("jsonl", "csv")
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # (column in the export, field path in the query)
 MESSAGE_COLUMNS = [
@@ -66,8 +68,13 @@ class ConversationFilters:
     user: str | None = None
 
     def as_dict(self) -> dict:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat(),
-                "channel": self.channel, "chat": self.chat, "user": self.user}
+        """As manifests and the audit trail keep them: LINE ids only as keyed hashes, since
+        both outlive an erasure; a chat given by its number in the admin stays a number."""
+        chat_number = self.chat if self.chat and self.chat.isdigit() else None
+        return {"since": self.since.isoformat(), "until": self.until.isoformat(), "channel": self.channel,
+                "chat": chat_number,
+                "chat_hmac": audit.keyed_hash(self.chat) if self.chat and not chat_number else None,
+                "user_hmac": audit.keyed_hash(self.user) if self.user else None}
 
 
 def tool_version() -> str:
@@ -168,7 +175,7 @@ def _write(records: Iterator[dict], *, fmt: str, output: Path, force: bool, on_p
     partial = output.with_name(f".{output.name}.partial")
     rows, first, last = 0, None, None
     try:
-        with open(partial, "wb") as raw:
+        with _create_private(partial) as raw:
             hashing = _HashingWriter(raw)
             text = io.TextIOWrapper(io.BufferedWriter(hashing, buffer_size=1 << 16), encoding="utf-8", newline="")
             write_row = _row_writer(fmt, text)
@@ -201,10 +208,23 @@ def _write(records: Iterator[dict], *, fmt: str, output: Path, force: bool, on_p
         "first_event_at": first.isoformat() if first else None,
         "last_event_at": last.isoformat() if last else None,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with _create_private(manifest_path) as handle:
+        handle.write((json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
     if on_progress:
         on_progress(rows)
     return manifest
+
+
+def _create_private(path: Path) -> io.BufferedWriter:
+    """Opens `path` for writing with mode 0600 whatever the umask or an older file's mode:
+    exports hold conversations. A symlink planted at `path` is refused, not followed."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "wb")
 
 
 def _row_writer(fmt: str, text: io.TextIOWrapper) -> Callable[[dict], None]:
@@ -236,7 +256,11 @@ def _json_default(value):
 
 
 def _csv_value(value):
-    return value.isoformat() if isinstance(value, datetime) else value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @dataclass

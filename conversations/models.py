@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from core.audit import keyed_hash
 from core.fields import EncryptedTextField
 from models_registry.models import ModelBackend, SamplingPreset
 
@@ -94,6 +95,11 @@ class Chat(models.Model):
 
     def __str__(self) -> str:
         return self.display_name or f"{self.get_source_type_display()} {self.line_id}"
+
+    def audit_identity(self) -> dict:
+        # str() falls back to the LINE id; the audit trail outlives an erasure, so it keeps
+        # only the id's keyed hash.
+        return {"name": self.display_name, "line_id_hmac": keyed_hash(self.line_id)}
 
 
 class Direction(models.TextChoices):

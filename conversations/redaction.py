@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from core import audit
 from core.models import AuditAction
+from core.sqlite_writes import checkpoint_wal
 
 from .models import Message
 
@@ -37,6 +38,8 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
                 details={"chat_id": message.chat_id, "reason": reason, "original_hmac": digest},
             )
             redacted += 1
+    if redacted:
+        checkpoint_wal()
     return redacted
 
 

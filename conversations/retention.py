@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core import audit
 from core.models import AuditAction
+from core.sqlite_writes import checkpoint_wal
 
 from . import selectors
 from .models import Chat, Message
@@ -89,6 +90,8 @@ def purge_expired(
             "default_retention_days": default_days,
         },
     )
+    if report.messages and not dry_run:
+        checkpoint_wal()
     return report
 
 

@@ -85,15 +85,22 @@ def save_with_audit(*, instance: models.Model, actor: Any, before: dict | None, 
         if changes or before is None:
             chosen = next((field_actions[name] for name in changes if name in (field_actions or {})), action)
             record(action=chosen, actor=actor, target_type=instance._meta.model_name, target_id=instance.pk,
-                   details={"created": before is None, "changes": changes, "name": str(instance)})
+                   details={"created": before is None, "changes": changes, **_identity(instance)})
     return instance
 
 
 def delete_with_audit(*, instance: models.Model, actor: Any, action: str) -> None:
     with transaction.atomic():
         record(action=action, actor=actor, target_type=instance._meta.model_name, target_id=instance.pk,
-               details={"created": False, "changes": {"deleted": True}, "name": str(instance)})
+               details={"created": False, "changes": {"deleted": True}, **_identity(instance)})
         instance.delete()
+
+
+def _identity(instance: models.Model) -> dict:
+    """How the trail names what changed: `str()`, unless the model says otherwise with an
+    `audit_identity()` method (a name that could identify a person outlives no erasure)."""
+    identity = getattr(instance, "audit_identity", None)
+    return identity() if identity else {"name": str(instance)}
 
 
 def _changes(*, before: dict | None, after: dict) -> dict:

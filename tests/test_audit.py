@@ -1,4 +1,6 @@
 """The audit trail: what writes it, and that nobody can change it in the admin."""
+import json
+
 import pytest
 from django.contrib.auth.models import User
 
@@ -66,3 +68,13 @@ def test_events_survive_deleting_the_user(make_chat):
     user.delete()
     event = AuditEvent.objects.get()
     assert (event.actor_username, event.actor_id) == ("temp", user_id)
+
+
+def test_chat_changes_hold_the_chats_line_id_only_as_a_keyed_hash(admin_client, make_chat):
+    chat = make_chat("U" + "c3" * 16, source_type="user")
+    response = admin_client.post(f"/admin/conversations/chat/{chat.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="chat_change")
+    assert event.details["changes"] == {"deleted": True}
+    assert chat.line_id not in json.dumps(event.details)
+    assert event.details["line_id_hmac"] == audit.keyed_hash(chat.line_id)

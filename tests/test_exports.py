@@ -1,11 +1,14 @@
 """Exports: filters, formats, manifests, verification, overwrite protection, bad arguments."""
 import csv
 import json
+import os
+import stat
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from conversations import exports, redaction
+from core import audit
 from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -68,12 +71,79 @@ def test_filters_by_chat_user_channel_and_time(history, tmp_path):
     assert len(read_jsonl(output)) == 2
 
 
+def test_manifest_and_audit_name_chats_and_users_only_by_keyed_hash(history, tmp_path):
+    group, direct = history
+    run_export(tmp_path, "--user", ALICE, "--chat", group.line_id, name="a")
+    run_export(tmp_path, "--chat", str(direct.pk), name="b")
+    manifests = [json.loads((tmp_path / f"{name}.manifest.json").read_text()) for name in "ab"]
+    events = list(AuditEvent.objects.filter(action="export").order_by("id"))
+    for manifest, event in zip(manifests, events):
+        assert event.details["filters"] == manifest["filters"]
+    assert ALICE not in json.dumps(manifests[0]) and group.line_id not in json.dumps(manifests[0])
+    assert manifests[0]["filters"]["user_hmac"] == audit.keyed_hash(ALICE)
+    assert manifests[0]["filters"]["chat_hmac"] == audit.keyed_hash(group.line_id)
+    assert manifests[1]["filters"]["chat"] == str(direct.pk) and manifests[1]["filters"]["chat_hmac"] is None
+
+
 def test_csv_export_has_a_header_and_verifies(history, tmp_path):
     output = run_export(tmp_path, "--format", "csv", name="out.csv")
     with open(output, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 5 and rows[0]["direction"] in ("in", "out")
     assert exports.verify_export(manifest_path=tmp_path / "out.csv.manifest.json").ok
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(make_chat, make_message, tmp_path):
+    chat = make_chat("C" + "0c" * 16, display_name="=cmd|' /C calc'!A0")
+    for text in [*FORMULAS, "a=b", "plain"]:
+        make_message(chat, text, user=ALICE)
+    with open(run_export(tmp_path, "--format", "csv", name="out.csv"), encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["text"] for row in rows] == [*("'" + text for text in FORMULAS), "a=b", "plain"]
+    assert {row["chat_name"] for row in rows} == {"'=cmd|' /C calc'!A0"}
+    assert {row["line_user_id"] for row in rows} == {ALICE}
+    assert exports.verify_export(manifest_path=tmp_path / "out.csv.manifest.json").ok
+    # JSONL is data, not a spreadsheet: the text stays as it was.
+    assert [r["text"] for r in read_jsonl(run_export(tmp_path))] == [*FORMULAS, "a=b", "plain"]
+
+
+@pytest.fixture
+def open_umask():
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("fmt", exports.FORMATS)
+def test_export_files_are_readable_by_their_owner_only(history, tmp_path, open_umask, fmt):
+    output = tmp_path / f"out.{fmt}"
+    for path in (output, exports.manifest_path_for(output)):
+        path.write_text("older export")
+        path.chmod(0o644)
+    run_export(tmp_path, "--format", fmt, "--force", name=output.name)
+    assert mode(output) == 0o600 and mode(exports.manifest_path_for(output)) == 0o600
+    call_command("export_user", ALICE, "--output", str(tmp_path / "alice.jsonl"))
+    assert mode(tmp_path / "alice.jsonl") == 0o600 and mode(tmp_path / "alice.jsonl.manifest.json") == 0o600
+
+
+def test_the_temporary_file_is_private_while_it_is_written(tmp_path, open_umask, db):
+    seen = []
+
+    def records():
+        yield {"text": "one"}
+        seen.extend(mode(path) for path in tmp_path.glob(".*.partial"))
+        yield {"text": "two"}
+
+    exports._write(records(), fmt="jsonl", output=tmp_path / "out.jsonl", force=False, on_progress=None,
+                   kind="test", filters={})
+    assert seen == [0o600]
 
 
 def test_a_changed_file_fails_verification(history, tmp_path, capsys):

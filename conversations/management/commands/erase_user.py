@@ -8,7 +8,8 @@ from core import audit
 
 class Command(BaseCommand):
     help = ("Erases one LINE user: deletes their 1:1 chat with everything said in it (their messages and "
-            "the bot's answers), and in groups and rooms replaces their messages with an erasure marker. "
+            "the bot's answers), and in groups and rooms replaces their messages and the bot's answers to "
+            "them with an erasure marker. "
             "Chats on legal hold are kept and reported. Without --yes, only shows what would be erased.")
 
     def add_arguments(self, parser):
