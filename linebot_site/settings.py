@@ -100,6 +100,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# ModelBackend behind the sign-in limits (SIGNIN_LIMITS below).
+AUTHENTICATION_BACKENDS = ["linebot_site.signins.LimitedModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -135,6 +138,32 @@ FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
 
 # Keys the hashes that confirm a redacted original or an erased user id without storing them.
 AUDIT_HMAC_KEY = os.environ.get("AUDIT_HMAC_KEY") or f"audit:{SECRET_KEY}"
+
+# --- Failed sign-ins (linebot_site/signins.py) ----------------------------------------
+# Wrong passwords (admin) and tokens (API) per address, wrong passwords per account; at
+# the limit within WINDOW seconds, sign-ins from there or as that account are refused for
+# LOCKOUT seconds. 0 turns a limit off.
+SIGNIN_LIMITS = {
+    "FAILURES_PER_ADDRESS": int(os.environ.get("SIGNIN_FAILURES_PER_ADDRESS", "20")),
+    "FAILURES_PER_ACCOUNT": int(os.environ.get("SIGNIN_FAILURES_PER_ACCOUNT", "10")),
+    "WINDOW": int(os.environ.get("SIGNIN_FAILURE_WINDOW", "900")),
+    "LOCKOUT": int(os.environ.get("SIGNIN_LOCKOUT", "900")),
+}
+# The counts get a cache of their own, so nothing else's entries (DRF's throttles key on a
+# header any client sets) can push them out. Local memory counts per process; a Redis
+# database shared by the web processes (one nothing else uses: tests clear it) counts once.
+SIGNIN_CACHE_URL = os.environ.get("SIGNIN_CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "signins": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": SIGNIN_CACHE_URL,
+         "KEY_PREFIX": "linebot"}
+        if SIGNIN_CACHE_URL else
+        # A separate LOCATION is a separate store; the cap bounds its memory (a few MB).
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "signins",
+         "OPTIONS": {"MAX_ENTRIES": 50_000}}
+    ),
+}
 
 # --- LINE ------------------------------------------------------------------------
 LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")
@@ -195,10 +224,11 @@ else:
 
 # --- REST API (/api/v1/, see README "REST API") --------------------------------------
 # Only DRF's own classes here: DRF resolves these while importing its views, so ours
-# (linebot_site.api) are set on the API's views instead.
+# (linebot_site.api) are set on the API's views instead. linebot_site.signins is the
+# exception: it imports no DRF views, and the schema and docs views need it too.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "linebot_site.signins.LimitedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.DjangoModelPermissions"],
