@@ -128,6 +128,10 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 LINE_WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("LINE_WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
 
+# How many reverse proxies in front append to X-Forwarded-For. 0: the header is ignored
+# (any client can write it) and the connecting address is the client's.
+TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -149,8 +153,7 @@ SIGNIN_LIMITS = {
     "WINDOW": int(os.environ.get("SIGNIN_FAILURE_WINDOW", "900")),
     "LOCKOUT": int(os.environ.get("SIGNIN_LOCKOUT", "900")),
 }
-# The counts get a cache of their own, so nothing else's entries (DRF's throttles key on a
-# header any client sets) can push them out. Local memory counts per process; a Redis
+# The counts get a cache of their own, so nothing else's entries can push them out. Local memory counts per process; a Redis
 # database shared by the web processes (one nothing else uses: tests clear it) counts once.
 SIGNIN_CACHE_URL = os.environ.get("SIGNIN_CACHE_URL", "")
 CACHES = {
@@ -236,6 +239,8 @@ REST_FRAMEWORK = {
         "user": os.environ.get("API_THROTTLE_USER", "600/min"),
         "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
     },
+    # Unset, DRF's throttles would key on the whole X-Forwarded-For, which clients write.
+    "NUM_PROXIES": TRUSTED_PROXIES,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "linebot_site.api.exception_handler",
 }

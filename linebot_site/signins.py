@@ -35,9 +35,17 @@ CACHE_ALIAS = "signins"
 
 
 def client_address(*, request: HttpRequest | None) -> str:
-    """The address a sign-in came from ("" without a request)."""
-    # Not X-Forwarded-For: any client can write that header, and would pick its own address.
-    return request.META.get("REMOTE_ADDR", "") if request is not None else ""
+    """The address a sign-in came from ("" without a request): the connecting one, or
+    behind TRUSTED_PROXIES proxies the one the outermost of them put in X-Forwarded-For
+    (as DRF's throttles read it)."""
+    if request is None:
+        return ""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if settings.TRUSTED_PROXIES > 0 and forwarded:
+        # Entries left of those our proxies appended were written by the client itself.
+        entries = forwarded.split(",")
+        return entries[-min(settings.TRUSTED_PROXIES, len(entries))].strip()
+    return request.META.get("REMOTE_ADDR", "")
 
 
 def retry_after(*, address: str, username: str = "") -> int:

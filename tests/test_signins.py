@@ -157,6 +157,32 @@ def test_failures_older_than_the_window_are_forgotten(client, boss, later):
     assert sign_in(client, address="10.0.7.1").status_code == 200 and not signed_in(client)
 
 
+def test_a_forwarded_for_header_is_ignored_unless_a_proxy_is_trusted(client, boss):
+    for number in range(PER_ADDRESS):  # each claiming another address
+        client.post(LOGIN, {"username": "boss", "password": f"guess-{number}"}, REMOTE_ADDR="10.0.8.1",
+                    HTTP_X_FORWARDED_FOR=f"198.51.100.{number}")
+
+    refused = client.post(LOGIN, {"username": "boss", "password": PASSWORD}, REMOTE_ADDR="10.0.8.1",
+                          HTTP_X_FORWARDED_FOR="198.51.100.200")
+    assert refused.status_code == 200 and not signed_in(client)
+
+
+def test_behind_a_trusted_proxy_the_address_it_forwards_counts(client, boss, settings):
+    settings.TRUSTED_PROXIES = 1
+    proxy = "10.0.9.1"
+    for number in range(PER_ADDRESS):  # a client's own X-Forwarded-For entry comes first; the proxy's last
+        client.post(LOGIN, {"username": "boss", "password": f"guess-{number}"}, REMOTE_ADDR=proxy,
+                    HTTP_X_FORWARDED_FOR=f"203.0.113.{number}, 198.51.100.1")
+
+    assert AuditEvent.objects.filter(action="signin_failed").first().details["ip"] == "198.51.100.1"
+    refused = client.post(LOGIN, {"username": "boss", "password": PASSWORD}, REMOTE_ADDR=proxy,
+                          HTTP_X_FORWARDED_FOR="198.51.100.1")
+    assert refused.status_code == 200 and not signed_in(client)
+    allowed = client.post(LOGIN, {"username": "boss", "password": PASSWORD}, REMOTE_ADDR=proxy,
+                          HTTP_X_FORWARDED_FOR="198.51.100.2")
+    assert allowed.status_code == 302 and signed_in(client)
+
+
 # --- The API ------------------------------------------------------------------------
 
 
@@ -220,9 +246,11 @@ def test_limits_come_from_the_environment_and_are_documented():
         "WINDOW": int(os.environ.get("SIGNIN_FAILURE_WINDOW", "900")),
         "LOCKOUT": int(os.environ.get("SIGNIN_LOCKOUT", "900")),
     }
+    assert configured.TRUSTED_PROXIES == int(os.environ.get("TRUSTED_PROXIES", "0"))
+    assert configured.REST_FRAMEWORK["NUM_PROXIES"] == configured.TRUSTED_PROXIES  # DRF's throttles agree
     readme = README.read_text()
     for name in ("SIGNIN_FAILURES_PER_ADDRESS", "SIGNIN_FAILURES_PER_ACCOUNT", "SIGNIN_FAILURE_WINDOW",
-                 "SIGNIN_LOCKOUT", "SIGNIN_CACHE_URL"):
+                 "SIGNIN_LOCKOUT", "SIGNIN_CACHE_URL", "TRUSTED_PROXIES"):
         assert f"| `{name}` |" in readme
 
 
