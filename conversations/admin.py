@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, OuterRef, Subquery
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -12,6 +13,7 @@ from core import audit
 from core.admin import AuditedModelAdmin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
+from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
 from . import chats, redaction, retention, selectors
@@ -315,7 +317,10 @@ class MessageAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             redaction.redact_messages(message_ids=[message.pk], actor=request.user, reason=form.cleaned_data["reason"])
             self.message_user(request, _("The message was redacted."), messages.SUCCESS)
-            return redirect(request.POST.get("next") or reverse("admin:conversations_message_change", args=[message.pk]))
+            # A URL, not a view name: redirect() would try to reverse whatever `next` holds.
+            return HttpResponseRedirect(safe_next(
+                request=request, target=request.POST.get("next"),
+                default=reverse("admin:conversations_message_change", args=[message.pk])))
         context = {**self.admin_site.each_context(request), "opts": self.opts, "message_obj": message,
                    "form": form, "title": _("Redact message %(id)s") % {"id": message.pk}}
         return render(request, "admin/conversations/message/redact.html", context)

@@ -19,6 +19,8 @@ class AuditAction(models.TextChoices):
     PRIVACY_CHANGE = "privacy_change", _("changed the privacy policy")
     RETRY = "retry", _("retried a message")
     ADMIN_LOGIN = "admin_login", _("logged in to the admin")
+    SIGNIN_FAILED = "signin_failed", _("failed to sign in")
+    SIGNIN_LOCKOUT = "signin_lockout", _("locked out after failed sign-ins")
 
 
 class AuditEvent(models.Model):

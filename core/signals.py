@@ -4,9 +4,10 @@ from django.dispatch import receiver
 
 from . import audit
 from .models import AuditAction
+from .signins import client_address
 
 
 @receiver(user_logged_in)
 def audit_login(sender, request, user, **kwargs) -> None:
     audit.record(action=AuditAction.ADMIN_LOGIN, actor=user, target_type="user", target_id=user.pk,
-                 details={"ip": request.META.get("REMOTE_ADDR", "") if request else ""})
+                 details={"ip": client_address(request=request)})

@@ -101,6 +101,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# ModelBackend behind the sign-in limits (SIGNIN_LIMITS below).
+AUTHENTICATION_BACKENDS = ["core.signins.LimitedModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -126,6 +129,10 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 LINE_WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("LINE_WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
 
+# How many reverse proxies in front append to X-Forwarded-For. 0: the header is ignored
+# (any client can write it) and the connecting address is the client's.
+TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -136,6 +143,31 @@ FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
 
 # Keys the hashes that confirm a redacted original or an erased user id without storing them.
 AUDIT_HMAC_KEY = os.environ.get("AUDIT_HMAC_KEY") or f"audit:{SECRET_KEY}"
+
+# --- Failed sign-ins (linebot_site/signins.py) ----------------------------------------
+# Wrong passwords (admin) and tokens (API) per address, wrong passwords per account; at
+# the limit within WINDOW seconds, sign-ins from there or as that account are refused for
+# LOCKOUT seconds. 0 turns a limit off.
+SIGNIN_LIMITS = {
+    "FAILURES_PER_ADDRESS": int(os.environ.get("SIGNIN_FAILURES_PER_ADDRESS", "20")),
+    "FAILURES_PER_ACCOUNT": int(os.environ.get("SIGNIN_FAILURES_PER_ACCOUNT", "10")),
+    "WINDOW": int(os.environ.get("SIGNIN_FAILURE_WINDOW", "900")),
+    "LOCKOUT": int(os.environ.get("SIGNIN_LOCKOUT", "900")),
+}
+# The counts get a cache of their own, so nothing else's entries can push them out. Local memory counts per process; a Redis
+# database shared by the web processes (one nothing else uses: tests clear it) counts once.
+SIGNIN_CACHE_URL = os.environ.get("SIGNIN_CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "signins": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": SIGNIN_CACHE_URL,
+         "KEY_PREFIX": "linebot"}
+        if SIGNIN_CACHE_URL else
+        # A separate LOCATION is a separate store; the cap bounds its memory (a few MB).
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "signins",
+         "OPTIONS": {"MAX_ENTRIES": 50_000}}
+    ),
+}
 
 # --- LINE ------------------------------------------------------------------------
 LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")
@@ -197,7 +229,7 @@ else:
 # --- REST API (/api/v1/, see README "REST API") --------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "core.signins.LimitedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.api.permissions.ModelPermissions"],
@@ -208,6 +240,8 @@ REST_FRAMEWORK = {
         "user": os.environ.get("API_THROTTLE_USER", "600/min"),
         "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
     },
+    # Unset, DRF's throttles would key on the whole X-Forwarded-For, which clients write.
+    "NUM_PROXIES": TRUSTED_PROXIES,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
 }

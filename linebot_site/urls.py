@@ -10,11 +10,15 @@ from core.api import audit as audit_api
 from core.api.errors import not_found
 from models_registry import api as registry_api
 
+from core.signins import SignInForm
+
 admin.site.site_header = _("LINE LLM bot")
 admin.site.site_title = _("LINE LLM bot")
 admin.site.index_title = _("Dashboard")
 # The console's own navigation bar replaces the admin's sidebar, leaving room for the lists.
 admin.site.enable_nav_sidebar = False
+# Says when sign-ins are locked (core.signins) instead of "wrong password".
+admin.site.login_form = SignInForm
 
 
 def healthz(request):
