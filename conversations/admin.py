@@ -2,7 +2,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
@@ -110,14 +109,7 @@ class ChatAdmin(AuditedModelAdmin):
     ]
 
     def get_queryset(self, request):
-        recent = Message.objects.filter(chat=OuterRef("pk")).order_by("-id")
-        return super().get_queryset(request).annotate(
-            last_activity_at=Subquery(recent.values("event_at")[:1]),
-            messages_total=Subquery(
-                Message.objects.filter(chat=OuterRef("pk")).order_by().values("chat")
-                .annotate(n=Count("id")).values("n")[:1]
-            ),
-        )
+        return selectors.with_activity(super().get_queryset(request))
 
     list_per_page = 50
 

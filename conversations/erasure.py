@@ -2,10 +2,10 @@
 bot's answers to them) are blanked."""
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from core import audit
+from core.batching import run_in_batches
 from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
@@ -52,29 +52,16 @@ def plan_erasure(*, line_user_id: str) -> ErasurePlan:
     )
 
 
-def erase_user(*, line_user_id: str, actor, batch_size: int = BATCH_SIZE) -> ErasurePlan:
+def erase_user(*, line_user_id: str, actor, batch_size: int | None = None) -> ErasurePlan:
     """Erases one user in batches, one transaction each; chats on legal hold are left as they are."""
+    batch_size = batch_size or BATCH_SIZE
     plan = plan_erasure(line_user_id=line_user_id)
     for chat_id in list(_direct_chats(line_user_id).filter(legal_hold=False).values_list("id", flat=True)):
-        while True:
-            with transaction.atomic():
-                ids = list(Message.objects.filter(chat_id=chat_id).order_by("id").values_list("id", flat=True)[:batch_size])
-                if not ids:
-                    Chat.objects.filter(pk=chat_id).delete()
-                    break
-                delete_messages(ids)
-    in_groups = _group_messages(line_user_id).filter(chat__legal_hold=False)
-    while True:
-        with transaction.atomic():
-            ids = list(in_groups.order_by("id").values_list("id", flat=True)[:batch_size])
-            if not ids:
-                break
-            # The answers go in the same batch: blanking a question drops the user id that
-            # leads to them.
-            Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
-                text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", erased=True,
-                original_hmac="", redaction_reason="",
-            )
+        run_in_batches(rows=Message.objects.filter(chat_id=chat_id).order_by("id"), batch_size=batch_size,
+                       apply=delete_messages)
+        Chat.objects.filter(pk=chat_id).delete()
+    run_in_batches(rows=_group_messages(line_user_id).filter(chat__legal_hold=False).order_by("id"),
+                   batch_size=batch_size, apply=_blank)
     audit.record(
         action=AuditAction.ERASE_USER, actor=actor, target_type="line_user", target_id=plan.user_hmac,
         details={"direct_chats": plan.direct_chats, "direct_messages": plan.direct_messages,
@@ -82,3 +69,11 @@ def erase_user(*, line_user_id: str, actor, batch_size: int = BATCH_SIZE) -> Era
     )
     checkpoint_wal()
     return plan
+
+
+def _blank(ids: list[int]) -> None:
+    # The answers go in the same batch: blanking a question drops the user id that leads to them.
+    Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
+        text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", erased=True,
+        original_hmac="", redaction_reason="",
+    )

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from enum import Enum
 
 import phonenumbers
-from django.utils.translation import gettext_lazy as _
 
 
 class PiiKind(str, Enum):
@@ -31,10 +30,6 @@ class PiiKind(str, Enum):
         """The text that replaces a match, e.g. "[PHONE]"."""
         return MARKERS[self]
 
-    @property
-    def label(self) -> str:
-        return _LABELS[self]
-
 
 MARKERS: dict[PiiKind, str] = {
     PiiKind.EMAIL: "[EMAIL]",
@@ -44,13 +39,6 @@ MARKERS: dict[PiiKind, str] = {
     PiiKind.IP_ADDRESS: "[IP]",
 }
 
-_LABELS = {
-    PiiKind.EMAIL: _("Email address"),
-    PiiKind.PHONE: _("Phone number"),
-    PiiKind.NATIONAL_ID: _("Taiwan national ID / resident certificate number"),
-    PiiKind.CREDIT_CARD: _("Credit card number"),
-    PiiKind.IP_ADDRESS: _("IP address"),
-}
 
 ALL_KINDS: frozenset[PiiKind] = frozenset(PiiKind)
 

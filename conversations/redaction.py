@@ -1,5 +1,4 @@
 """Redaction: the text goes, who/when/why and a keyed hash of the original stay."""
-import hmac
 
 from django.db import transaction
 from django.utils import timezone
@@ -42,7 +41,3 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
         checkpoint_wal()
     return redacted
 
-
-def matches_original(*, message: Message, candidate: str) -> bool:
-    """Whether `candidate` is the text that was redacted (for a disputed original)."""
-    return bool(message.original_hmac) and hmac.compare_digest(message.original_hmac, audit.keyed_hash(candidate))

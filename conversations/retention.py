@@ -4,11 +4,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.db.models import Min, QuerySet
+from django.db.models import Min
 from django.utils import timezone
 
 from core import audit
+from core.batching import run_in_batches
 from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
@@ -62,9 +62,9 @@ def purge_expired(
 ) -> PurgeReport:
     """Deletes messages older than their chat's retention, chat by chat, batch by batch.
 
-    Each batch is one transaction keyed on id (no OFFSET, nothing loaded but ids), so an
-    interrupted run leaves whole batches deleted and the rest untouched. `on_batch(n)` is
-    called inside each batch's transaction with the number it deleted.
+    Each batch is one transaction (`core.batching.run_in_batches`), so an interrupted run
+    leaves whole batches deleted and the rest untouched. `on_batch(n)` is called inside each
+    batch's transaction with the number it deleted.
     """
     now = now or timezone.now()
     default_days = selectors.privacy_policy().retention_days
@@ -76,7 +76,10 @@ def purge_expired(
         days = effective_retention_days(chat=chat, default_days=default_days)
         cutoff = now - timedelta(days=days)
         expired = Message.objects.filter(chat_id=chat.pk, event_at__lt=cutoff)
-        count = expired.count() if dry_run else _delete_in_batches(expired, batch_size=batch_size, on_batch=on_batch)
+        # Oldest first, in the (chat, event_at) index's own order: no sort; what a batch
+        # deletes is gone from the next one's range.
+        count = expired.count() if dry_run else run_in_batches(
+            rows=expired.order_by("event_at"), batch_size=batch_size, apply=delete_messages, on_batch=on_batch)
         if count:
             report.chats.append(ChatPurge(chat.pk, str(chat), days, cutoff, count))
             logger.info("Retention: %s %d messages of chat %s (older than %d days)",
@@ -93,21 +96,6 @@ def purge_expired(
     if report.messages and not dry_run:
         checkpoint_wal()
     return report
-
-
-def _delete_in_batches(expired: QuerySet, *, batch_size: int, on_batch) -> int:
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            # Oldest first, in the (chat, event_at) index's own order: no sort, no OFFSET;
-            # what a batch deletes is gone from the next one's range.
-            ids = list(expired.order_by("event_at").values_list("id", flat=True)[:batch_size])
-            if not ids:
-                return deleted
-            delete_messages(ids)
-            deleted += len(ids)
-            if on_batch:
-                on_batch(len(ids))
 
 
 def delete_messages(ids: list[int]) -> None:

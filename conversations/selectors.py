@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.status import Stat
@@ -81,6 +81,16 @@ def masking_kinds() -> frozenset[PiiKind]:
 
 def forget_cached_policy() -> None:
     _policy.clear()
+
+
+def with_activity(chats: QuerySet) -> QuerySet:
+    """Chats annotated with `last_activity_at` and `messages_total`, each one index lookup."""
+    return chats.annotate(
+        last_activity_at=Subquery(Message.objects.filter(chat=OuterRef("pk")).order_by("-id").values("event_at")[:1]),
+        messages_total=Subquery(
+            Message.objects.filter(chat=OuterRef("pk")).order_by().values("chat").annotate(n=Count("id")).values("n")[:1]
+        ),
+    )
 
 
 @dataclass

@@ -4,8 +4,8 @@ import time
 
 
 class Progress:
-    def __init__(self, label: str, *, total: int | None = None, stream=None) -> None:
-        self.label, self.total = label, total
+    def __init__(self, label: str, *, stream=None) -> None:
+        self.label = label
         self.stream = stream or sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.done, self._shown_at = 0, 0.0
@@ -27,11 +27,5 @@ class Progress:
             self.stream.flush()
 
     def _draw(self) -> None:
-        if self.total:
-            filled = int(30 * min(self.done / self.total, 1))
-            bar = "#" * filled + "-" * (30 - filled)
-            text = f"\r{self.label} [{bar}] {self.done:,}/{self.total:,}"
-        else:
-            text = f"\r{self.label} {self.done:,}"
-        self.stream.write(text)
+        self.stream.write(f"\r{self.label} {self.done:,}")
         self.stream.flush()

@@ -1,4 +1,6 @@
 """One adapter per protocol behind the `Backend` interface; `backend_for` picks it."""
+from functools import lru_cache
+
 from django.utils.module_loading import import_string
 
 from .base import (  # noqa: F401
@@ -21,14 +23,8 @@ ADAPTERS: dict[str, str] = {
     "openai_compatible": "models_registry.backends.openai_compat.OpenAICompatBackend",
 }
 
-# Adapters hold connection pools; keep one per backend configuration per process.
-_cache: dict[BackendConfig, Backend] = {}
 
-
+@lru_cache(maxsize=64)
 def backend_for(config: BackendConfig) -> Backend:
-    adapter = _cache.get(config)
-    if adapter is None:
-        if len(_cache) > 64:
-            _cache.clear()
-        adapter = _cache[config] = import_string(ADAPTERS[config.kind])(config)
-    return adapter
+    """One adapter per backend configuration per process: adapters hold connection pools."""
+    return import_string(ADAPTERS[config.kind])(config)
