@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-migrate: install
+# Random keys, written once and kept, so stored secrets stay readable across restarts;
+# the environment overrides them (see README, "Configuration").
+.env.local: | $(STAMP)
+	$(BIN)/python manage.py generate_keys
+
+migrate: install .env.local
 	$(BIN)/python manage.py migrate --no-input
 
 bootstrap: migrate
@@ -41,7 +46,7 @@ test: bootstrap
 screenshots: install
 	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py -q
 
-bench: install
+bench: install .env.local
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/webhook.py --postgres-redis
 	$(BIN)/python bench/overhead.py

@@ -19,9 +19,30 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def read_keys_file(path: Path) -> dict[str, str]:
+    """NAME=value lines (blank lines and # comments skipped); {} when there is no file."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+# The three keys come from the environment, else from this file, which `make` (through
+# `manage.py generate_keys`) fills once with random ones so a restart keeps them.
+KEYS_FILE = Path(os.environ.get("KEYS_FILE") or BASE_DIR / ".env.local")
+_file_keys = read_keys_file(KEYS_FILE)
+
+
+def env_key(name: str) -> str:
+    return os.environ.get(name) or _file_keys.get(name, "")
+
+
 DEBUG = env_bool("DEBUG", False)
-# The fallback is for a first run on a laptop; `manage.py check --deploy` flags it.
-SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY"
+# The "django-insecure-" fallbacks are public: with DEBUG off the check linebot.E001
+# refuses to run on them.
+SECRET_KEY = env_key("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -131,10 +152,11 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # --- Secrets at rest -------------------------------------------------------------
 # Comma-separated Fernet keys, newest first; older keys still decrypt (rotation).
-FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
+# Empty: derived from SECRET_KEY (linebot_site.encryption), for DEBUG only.
+FIELD_ENCRYPTION_KEY = env_key("FIELD_ENCRYPTION_KEY")
 
 # Keys the hashes that confirm a redacted original or an erased user id without storing them.
-AUDIT_HMAC_KEY = os.environ.get("AUDIT_HMAC_KEY") or f"audit:{SECRET_KEY}"
+AUDIT_HMAC_KEY = env_key("AUDIT_HMAC_KEY") or f"django-insecure-audit:{SECRET_KEY}"
 
 # --- LINE ------------------------------------------------------------------------
 LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")
