@@ -6,15 +6,16 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate bootstrap bench screenshots clean
+.PHONY: run test install migrate bootstrap bench screenshots constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the dependency list changed.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# Reinstall only when the dependency list or the tested versions changed; constraints.txt
+# pins every package to the version CI tested.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,6 +56,12 @@ bench: install .env.local
 	$(BIN)/python bench/admin_pages.py --database postgres
 	$(BIN)/python bench/compliance.py
 	$(BIN)/python bench/pii_masking.py
+
+# Records the installed versions as the tested ones. After changing pyproject.toml:
+# `$(BIN)/python -m pip install -U -e '.[test]'`, `make test`, then this.
+constraints:
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
