@@ -146,9 +146,25 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 LINE_WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("LINE_WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
 
+# --- Behind HTTPS (README, "Deploying behind HTTPS") ----------------------------------
+# One switch for a site reached over HTTPS: plain HTTP is redirected, browsers are told
+# (HSTS) never to use it, and cookies never travel over it.
+HTTPS = env_bool("HTTPS", False)
+# Only a proxy that sets X-Forwarded-Proto itself may be believed: a client reaching the
+# server directly could send it too. (gunicorn already believes it from 127.0.0.1.)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = HTTPS
+# Health probes call the server directly, and LINE follows no redirect; the webhook
+# authenticates every body by its signature, whatever the scheme it arrived by.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^line/webhook/"]
+SECURE_HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", "31536000")) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", False)
+# SECURE_COOKIES alone is the older, narrower switch.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS or env_bool("SECURE_COOKIES", False)
+# Preloading binds the whole domain into browsers for good, and anyone may submit a domain
+# whose header asks for it: an opt-in, so Django's nudge towards it is silenced.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Secrets at rest -------------------------------------------------------------
 # Comma-separated Fernet keys, newest first; older keys still decrypt (rotation).
