@@ -22,7 +22,8 @@ def keys_check(app_configs, **kwargs):
         errors.append(
             Error(
                 f"{', '.join(missing)} not set: with DEBUG off the site will not run on the public development "
-                "keys, under which anyone holding the database could decrypt its secrets.",
+                "keys (nor on any \"django-insecure-\" one), under which anyone holding the database could "
+                "decrypt its secrets.",
                 hint=(
                     f"Run `manage.py generate_keys` to write random ones, once, to {settings.KEYS_FILE} "
                     "(settings read it; `make run` does this). Or set them in the environment: "
