@@ -6,20 +6,26 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate bootstrap bench screenshots clean
+.PHONY: run test install migrate bootstrap bench screenshots constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the dependency list changed.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# Reinstall only when the dependency list or the tested versions changed; constraints.txt
+# pins every package to the version CI tested.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-migrate: install
+# Random keys, written once and kept, so stored secrets stay readable across restarts;
+# the environment overrides them (see README, "Configuration").
+.env.local: | $(STAMP)
+	$(BIN)/python manage.py generate_keys
+
+migrate: install .env.local
 	$(BIN)/python manage.py migrate --no-input
 
 bootstrap: migrate
@@ -41,7 +47,7 @@ test: bootstrap
 screenshots: install
 	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py -q
 
-bench: install
+bench: install .env.local
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/webhook.py --postgres-redis
 	$(BIN)/python bench/overhead.py
@@ -50,6 +56,12 @@ bench: install
 	$(BIN)/python bench/admin_pages.py --database postgres
 	$(BIN)/python bench/compliance.py
 	$(BIN)/python bench/pii_masking.py
+
+# Records the installed versions as the tested ones. After changing pyproject.toml:
+# `$(BIN)/python -m pip install -U -e '.[test]'`, `make test`, then this.
+constraints:
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles

@@ -19,9 +19,30 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def read_keys_file(path: Path) -> dict[str, str]:
+    """NAME=value lines (blank lines and # comments skipped); {} when there is no file."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+# The three keys come from the environment, else from this file, which `make` (through
+# `manage.py generate_keys`) fills once with random ones so a restart keeps them.
+KEYS_FILE = Path(os.environ.get("KEYS_FILE") or BASE_DIR / ".env.local")
+_file_keys = read_keys_file(KEYS_FILE)
+
+
+def env_key(name: str) -> str:
+    return os.environ.get(name) or _file_keys.get(name, "")
+
+
 DEBUG = env_bool("DEBUG", False)
-# The fallback is for a first run on a laptop; `manage.py check --deploy` flags it.
-SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY"
+# The "django-insecure-" fallbacks are public: with DEBUG off the check linebot.E001
+# refuses to run on them.
+SECRET_KEY = env_key("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -133,16 +154,33 @@ LINE_WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("LINE_WEBHOOK_MAX_BODY_BYTES", 
 # (any client can write it) and the connecting address is the client's.
 TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
 
+# --- Behind HTTPS (README, "Deploying behind HTTPS") ----------------------------------
+# One switch for a site reached over HTTPS: plain HTTP is redirected, browsers are told
+# (HSTS) never to use it, and cookies never travel over it.
+HTTPS = env_bool("HTTPS", False)
+# Only a proxy that sets X-Forwarded-Proto itself may be believed: a client reaching the
+# server directly could send it too. (gunicorn already believes it from 127.0.0.1.)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = HTTPS
+# Health probes call the server directly, and LINE follows no redirect; the webhook
+# authenticates every body by its signature, whatever the scheme it arrived by.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^line/webhook/"]
+SECURE_HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", "31536000")) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", False)
+# SECURE_COOKIES alone is the older, narrower switch.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS or env_bool("SECURE_COOKIES", False)
+# Preloading binds the whole domain into browsers for good, and anyone may submit a domain
+# whose header asks for it: an opt-in, so Django's nudge towards it is silenced.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Secrets at rest -------------------------------------------------------------
 # Comma-separated Fernet keys, newest first; older keys still decrypt (rotation).
-FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
+# Empty: derived from SECRET_KEY (linebot_site.encryption), for DEBUG only.
+FIELD_ENCRYPTION_KEY = env_key("FIELD_ENCRYPTION_KEY")
 
 # Keys the hashes that confirm a redacted original or an erased user id without storing them.
-AUDIT_HMAC_KEY = os.environ.get("AUDIT_HMAC_KEY") or f"audit:{SECRET_KEY}"
+AUDIT_HMAC_KEY = env_key("AUDIT_HMAC_KEY") or f"django-insecure-audit:{SECRET_KEY}"
 
 # --- Failed sign-ins (linebot_site/signins.py) ----------------------------------------
 # Wrong passwords (admin) and tokens (API) per address, wrong passwords per account; at
