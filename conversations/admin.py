@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from core import audit
-from core.admin import AuditedModelAdmin
+from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 from core.redirects import safe_next
@@ -41,7 +41,7 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 
 
 @admin.register(LineChannel)
-class LineChannelAdmin(AuditedModelAdmin):
+class LineChannelAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.CHANNEL_CHANGE
     form = LineChannelForm
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
