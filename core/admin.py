@@ -1,7 +1,7 @@
 from collections.abc import Callable, Sequence
 
 from django.contrib import admin
-from django.db import models
+from django.db import models, transaction
 from django.utils.translation import gettext_lazy as _
 
 from .audit import delete_with_audit, save_with_audit, snapshot
@@ -85,6 +85,12 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         delete_with_audit(instance=obj, actor=request.user, action=self.audit_action)
+
+    def delete_queryset(self, request, queryset):
+        """The "delete selected" action: one object at a time, so each is audited as `delete_model` does."""
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
 
 
 @admin.register(AuditEvent)
