@@ -325,6 +325,10 @@ class MessageAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Messages go only by retention, erasure or with their chat, all audited; redaction blanks them.
+        return False
+
     def has_redact_permission(self, request):
         return request.user.has_perm("conversations.change_message")
 

@@ -33,6 +33,19 @@ def chat_with_messages(make_chat, make_message):
     return chat
 
 
+# --- Messages --------------------------------------------------------------------------------
+
+
+def test_messages_cannot_be_deleted_in_the_admin(admin_client, chat_with_messages):
+    message = chat_with_messages.messages.first()
+    assert admin_client.get(f"/admin/conversations/message/{message.pk}/delete/").status_code == 403
+    assert admin_client.post(f"/admin/conversations/message/{message.pk}/delete/", {"post": "yes"}).status_code == 403
+    changelist = admin_client.get("/admin/conversations/message/")
+    assert "delete_selected" not in dict(changelist.context["action_form"].fields["action"].choices)
+    bulk_delete(admin_client, "/admin/conversations/message/", Message.objects.all())
+    assert Message.objects.count() == 3
+
+
 # --- Chats -----------------------------------------------------------------------------------
 
 
