@@ -6,10 +6,12 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from core import audit
-from core.admin import AuditedModelAdmin
+from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 from core.redirects import safe_next
@@ -40,7 +42,7 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 
 
 @admin.register(LineChannel)
-class LineChannelAdmin(AuditedModelAdmin):
+class LineChannelAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.CHANNEL_CHANGE
     form = LineChannelForm
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
@@ -51,6 +53,29 @@ class LineChannelAdmin(AuditedModelAdmin):
     def webhook_path(self, channel: LineChannel) -> str:
         return format_html("<code>{}</code>", reverse("conversations:webhook", args=[channel.slug]))
 
+    def delete_model(self, request, obj):
+        chats.delete_channels(channels=[obj], actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        chats.delete_channels(channels=queryset, actor=request.user)
+
+    def get_deleted_objects(self, objs, request):
+        """Each channel with counts of its chats and messages, which Django's page would list
+        one by one; a chat under legal hold stops the deletion ("protected")."""
+        channels = list(objs)
+        of_channels = Chat.objects.filter(channel__in=channels).order_by()
+        chat_counts = dict(of_channels.values_list("channel").annotate(n=Count("id")))
+        message_counts = dict(Message.objects.filter(chat__channel__in=channels).order_by()
+                              .values_list("chat__channel").annotate(n=Count("id")))
+        summary = []
+        for channel in channels:
+            summary += [deleted_object(channel), [
+                chat_count(chat_counts.get(channel.pk, 0)), message_count(message_counts.get(channel.pk, 0))]]
+        counts = {Chat: sum(chat_counts.values()), Message: sum(message_counts.values())}
+        problem = chats.legal_hold_problem(chats=of_channels.filter(legal_hold=True))
+        return (summary, {LineChannel._meta.verbose_name_plural: len(channels), **model_counts(counts)},
+                perms_needed(request, counts), [problem] if problem else [])
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if object_id:
             channel = self.get_object(request, object_id)
@@ -58,6 +83,30 @@ class LineChannelAdmin(AuditedModelAdmin):
                 extra_context = {**(extra_context or {}), "webhook_url": request.build_absolute_uri(
                     reverse("conversations:webhook", args=[channel.slug]))}
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+def deleted_object(obj) -> str:
+    """An object on a delete confirmation page, as Django's own page shows it."""
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('{}: <a href="{}">{}</a>', capfirst(obj._meta.verbose_name), url, obj)
+
+
+def chat_count(count: int) -> str:
+    return ngettext("%(count)d chat", "%(count)d chats", count) % {"count": count}
+
+
+def message_count(count: int) -> str:
+    return ngettext("%(count)d message", "%(count)d messages", count) % {"count": count}
+
+
+def model_counts(counts: dict) -> dict:
+    return {model._meta.verbose_name_plural: count for model, count in counts.items() if count}
+
+
+def perms_needed(request, counts: dict) -> set[str]:
+    """What else a deletion takes that this user may not delete, as Django's page asks."""
+    return {str(model._meta.verbose_name) for model, count in counts.items()
+            if count and not request.user.has_perm(f"{model._meta.app_label}.delete_{model._meta.model_name}")}
 
 
 class ChatForm(forms.ModelForm):
@@ -201,6 +250,24 @@ class ChatAdmin(AuditedModelAdmin):
     def allow_cloud(self, request, queryset):
         self._bulk(request, queryset, local_only=False)
 
+    def delete_model(self, request, obj):
+        chats.delete_chats(chats=[obj], actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        chats.delete_chats(chats=queryset, actor=request.user)
+
+    def get_deleted_objects(self, objs, request):
+        """Each chat with a count of its messages, which Django's page would load and list one
+        by one; a chat under legal hold stops the deletion ("protected")."""
+        selected = list(objs)  # from get_queryset, so with `messages_total`
+        summary = []
+        for chat in selected:
+            summary += [deleted_object(chat), [message_count(chat.messages_total or 0)]]
+        counts = {Message: sum(chat.messages_total or 0 for chat in selected)}
+        problem = chats.legal_hold_problem(chats=selected)
+        return (summary, {Chat._meta.verbose_name_plural: len(selected), **model_counts(counts)},
+                perms_needed(request, counts), [problem] if problem else [])
+
     def thread_view(self, request, chat_id: int):
         """The chat as a thread of bubbles, newest page first, paged by id (no OFFSET)."""
         chat = get_object_or_404(Chat.objects.select_related("channel", "preset"), pk=chat_id)
@@ -248,6 +315,10 @@ class MessageAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Messages go only by retention, erasure or with their chat, all audited; redaction blanks them.
         return False
 
     def has_redact_permission(self, request):

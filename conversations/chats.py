@@ -1,17 +1,22 @@
-"""Writes about chats that the admin and the API share."""
+"""Writes about chats (and the channels they belong to) that the admin and the API share."""
+from collections.abc import Iterable
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from core import audit
 from core.models import AuditAction
+from core.sqlite_writes import checkpoint_wal
 from models_registry.models import SamplingPreset
 from models_registry.services import allowed_backends
 
 from . import queue
-from .models import Message, Status
-from .retention import RETENTION_FIELD_ACTIONS
+from .models import Chat, LineChannel, Message, Status
+from .retention import DEFAULT_BATCH_SIZE, RETENTION_FIELD_ACTIONS, delete_messages
 
 
 def local_only_problem(*, preset: SamplingPreset | None, local_only: bool) -> str:
@@ -59,3 +64,60 @@ def retry_messages(*, message_ids: list[int], actor) -> int:
             retried.append(message_id)
         transaction.on_commit(lambda: [queue.enqueue_reply(message_id=i) for i in retried], robust=True)
     return len(retried)
+
+
+def legal_hold_problem(*, chats: Iterable[Chat]) -> str:
+    """Why these chats cannot be deleted, or "" when they can: some are under legal hold."""
+    held = [f"“{chat}”" for chat in chats if chat.legal_hold]
+    if not held:
+        return ""
+    return ngettext("%(chats)s is under legal hold; lift the hold to delete it.",
+                    "%(chats)s are under legal hold; lift the hold to delete them.", len(held)) % {
+        "chats": ", ".join(held)}
+
+
+def delete_chats(*, chats: Iterable[Chat], actor, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Deletes chats with their messages, one audit event per chat; refuses them all
+    (ValidationError) if any is under legal hold."""
+    chosen = chats.values("pk") if isinstance(chats, QuerySet) else [chat.pk for chat in chats]
+    return _delete_chats(chats=Chat.objects.filter(pk__in=chosen), actor=actor, batch_size=batch_size)
+
+
+def delete_channels(*, channels: Iterable[LineChannel], actor, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Deletes LINE channels with their chats (audited as `delete_chats` does) and their own
+    audit event each; refuses them all while any of their chats is under legal hold."""
+    ids = [channel.pk for channel in channels]
+    with transaction.atomic():
+        _delete_chats(chats=Chat.objects.filter(channel_id__in=ids), actor=actor, batch_size=batch_size)
+        doomed = list(LineChannel.objects.filter(pk__in=ids))
+        for channel in doomed:
+            audit.delete_with_audit(instance=channel, actor=actor, action=AuditAction.CHANNEL_CHANGE)
+    return len(doomed)
+
+
+def _delete_chats(*, chats: QuerySet[Chat], actor, batch_size: int) -> int:
+    # One transaction, so the hold check, the deletions and their events stand or fall
+    # together; the rows stay locked so no hold can be placed halfway.
+    with transaction.atomic():
+        doomed = list(chats.select_for_update().order_by("pk"))
+        problem = legal_hold_problem(chats=doomed)
+        if problem:
+            raise ValidationError(problem)
+        for chat in doomed:
+            messages = _delete_messages_of(chat=chat, batch_size=batch_size)
+            audit.record(action=AuditAction.CHAT_CHANGE, actor=actor, target_type="chat", target_id=chat.pk,
+                         details={"created": False, "changes": {"deleted": True}, "messages": messages,
+                                  **chat.audit_identity()})
+            chat.delete()
+        if doomed:
+            checkpoint_wal()
+    return len(doomed)
+
+
+def _delete_messages_of(*, chat: Chat, batch_size: int) -> int:
+    """Deletes by id, batch by batch: Django's collector would load every message of the chat."""
+    deleted = 0
+    while ids := list(Message.objects.filter(chat=chat).order_by("id").values_list("id", flat=True)[:batch_size]):
+        delete_messages(ids)
+        deleted += len(ids)
+    return deleted

@@ -1,7 +1,74 @@
+from collections.abc import Callable, Sequence
+
 from django.contrib import admin
+from django.db import models, transaction
+from django.utils.translation import gettext_lazy as _
 
 from .audit import delete_with_audit, save_with_audit, snapshot
+from .fields import EncryptedTextField
 from .models import AuditEvent
+
+
+class SecretFieldsAdminMixin:
+    """For the admin of a model with encrypted fields: no page ever draws a saved secret.
+
+    Those who may change the object replace a secret through the form's SecretField, which
+    never shows the saved value. Wherever the admin would draw a secret read-only instead (for
+    those who may only view, in `readonly_fields`, in `list_display`), the model's value
+    would be decrypted onto the page, so "set" / "not set" (`<name>_state`) takes its place.
+    """
+
+    def __init__(self, model, admin_site):
+        super().__init__(model, admin_site)
+        self.secret_fields = tuple(
+            field.name for field in model._meta.fields if isinstance(field, EncryptedTextField))
+        for name in self.secret_fields:
+            setattr(self, _state_name(name), _secret_state(model._meta.get_field(name)))
+
+    def get_readonly_fields(self, request, obj=None):
+        return _replace(super().get_readonly_fields(request, obj), self.secret_fields)
+
+    def get_fields(self, request, obj=None):
+        return _replace(super().get_fields(request, obj), self._drawn_read_only(request, obj))
+
+    def get_fieldsets(self, request, obj=None):
+        hidden = self._drawn_read_only(request, obj)
+        return [(title, {**options, "fields": _replace(options["fields"], hidden)})
+                for title, options in super().get_fieldsets(request, obj)]
+
+    def get_list_display(self, request):
+        return _replace(super().get_list_display(request), self.secret_fields)
+
+    def _drawn_read_only(self, request, obj) -> tuple[str, ...]:
+        """The secrets this page would draw read-only: all of them for a view-only user."""
+        if not self.has_change_permission(request, obj):
+            return self.secret_fields
+        return tuple(name for name in super().get_readonly_fields(request, obj) if name in self.secret_fields)
+
+
+def _state_name(name: str) -> str:
+    return f"{name}_state"
+
+
+def _secret_state(field: models.Field) -> Callable[[models.Model], str]:
+    @admin.display(description=field.verbose_name)
+    def state(obj: models.Model) -> str:
+        return _("set") if getattr(obj, field.name) else _("not set")
+
+    return state
+
+
+def _replace(names: Sequence, secrets: Sequence[str]) -> list:
+    """`names` (of fields, or of a fieldset's lines) with each secret's state in its place, once."""
+    replaced = []
+    for name in names:
+        if isinstance(name, (list, tuple)):
+            name = tuple(_replace(name, secrets))
+        elif name in secrets:
+            name = _state_name(name)
+        if name not in replaced:
+            replaced.append(name)
+    return replaced
 
 
 class AuditedModelAdmin(admin.ModelAdmin):
@@ -18,6 +85,12 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         delete_with_audit(instance=obj, actor=request.user, action=self.audit_action)
+
+    def delete_queryset(self, request, queryset):
+        """The "delete selected" action: one object at a time, so each is audited as `delete_model` does."""
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
 
 
 @admin.register(AuditEvent)

@@ -7,7 +7,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from core.admin import AuditedModelAdmin
+from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 
@@ -33,7 +33,7 @@ def locality_badge(backend: ModelBackend) -> str:
 
 
 @admin.register(ModelBackend)
-class ModelBackendAdmin(AuditedModelAdmin):
+class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.BACKEND_CHANGE
     form = ModelBackendForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
