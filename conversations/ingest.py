@@ -138,14 +138,16 @@ def _on_unsend(channel: LineChannel, event: dict) -> str:
 
 
 def _on_message_edited(channel: LineChannel, event: dict) -> str:
+    """The new text replaces the old, unless the old was taken away: that stays so."""
     message = event.get("message") or {}
     if not message.get("id") or not isinstance(message.get("text"), str):
         raise line_events.MalformedEvent("messageEdited event without message id or text")
     _, line_id = line_events.chat_key(event)
-    Message.objects.filter(
-        chat__channel=channel, chat__line_id=line_id, line_message_id=str(message["id"]), unsent=False
+    edited = Message.objects.filter(
+        chat__channel=channel, chat__line_id=line_id, line_message_id=str(message["id"]),
+        unsent=False, redacted=False, erased=False,
     ).update(text=_as_stored(channel, message["text"]), edited=True)
-    return "stored"
+    return "stored" if edited else "ignored"
 
 
 def _as_stored(channel: LineChannel, text: str) -> str:
