@@ -57,10 +57,8 @@ def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResul
     return result
 
 
-def _ingest_event(*, channel: LineChannel, event: dict, careful: bool) -> str:
-    if not isinstance(event, dict):
-        raise line_events.MalformedEvent("event is not an object")
-    kind = event.get("type")
+def _ingest_event(*, channel: LineChannel, event: object, careful: bool) -> str:
+    kind = line_events.event_type(event)
     if kind == "message":
         return _on_message(channel, event, careful=careful)
     handler = _EVENT_HANDLERS.get(kind)
@@ -76,28 +74,22 @@ def _inserting(careful: bool):
 
 
 def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
-    message = event.get("message")
-    event_id = event.get("webhookEventId")
-    if not isinstance(message, dict) or not event_id:
-        raise line_events.MalformedEvent("message event without message or webhookEventId")
-    chat = _chat_for_event(channel, event, careful=careful)
-    message_type = str(message.get("type", ""))[:16]
-    text = message.get("text", "") if message_type == "text" else ""
-    text = _as_stored(channel, text if isinstance(text, str) else "")
-    skip_reason = _skip_reason(chat=chat, event=event, message=message)
+    incoming = line_events.incoming_message(event)
+    chat = _chat_for(channel, source_type=incoming.source_type, line_id=incoming.chat_id, careful=careful)
+    skip_reason = _skip_reason(chat=chat, message=incoming)
     now = timezone.now()
     try:
         with _inserting(careful):
             stored = Message.objects.create(
                 chat=chat,
                 direction=Direction.IN,
-                line_user_id=line_events.sender_id(event),
-                message_type=message_type,
-                text=text,
-                line_message_id=str(message.get("id", ""))[:32],
-                webhook_event_id=str(event_id)[:64],
-                reply_token=str(event.get("replyToken", ""))[:64] if not skip_reason else "",
-                event_at=line_events.event_time(event),
+                line_user_id=incoming.sender_id,
+                message_type=incoming.message_type,
+                text=_as_stored(channel, incoming.text),
+                line_message_id=incoming.message_id,
+                webhook_event_id=incoming.webhook_event_id,
+                reply_token=incoming.reply_token if not skip_reason else "",
+                event_at=incoming.sent_at,
                 status=Status.SKIPPED if skip_reason else Status.PENDING,
                 skip_reason=skip_reason,
                 status_changed_at=now,
@@ -113,7 +105,8 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
 
 
 def _on_follow_or_join(channel: LineChannel, event: dict) -> str:
-    chat = _chat_for_event(channel, event)
+    source_type, line_id = line_events.chat_key(event)
+    chat = _chat_for(channel, source_type=source_type, line_id=line_id)
     if not chat.is_active:
         Chat.objects.filter(pk=chat.pk).update(is_active=True)
     return "stored"
@@ -127,11 +120,9 @@ def _on_unfollow_or_leave(channel: LineChannel, event: dict) -> str:
 
 def _on_unsend(channel: LineChannel, event: dict) -> str:
     """LINE asks bots to forget what a user unsent: the text goes, the row says why."""
-    message_id = (event.get("unsend") or {}).get("messageId")
-    if not message_id:
-        raise line_events.MalformedEvent("unsend event without messageId")
+    message_id = line_events.unsent_message_id(event)
     _, line_id = line_events.chat_key(event)
-    unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=str(message_id))
+    unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=message_id)
     unsent.filter(status=Status.PENDING).update(status=Status.SKIPPED, skip_reason="unsent")
     unsent.update(text="", unsent=True, reply_token="")
     return "stored"
@@ -139,14 +130,13 @@ def _on_unsend(channel: LineChannel, event: dict) -> str:
 
 def _on_message_edited(channel: LineChannel, event: dict) -> str:
     """The new text replaces the old, unless the old was taken away: that stays so."""
-    message = event.get("message") or {}
-    if not message.get("id") or not isinstance(message.get("text"), str):
-        raise line_events.MalformedEvent("messageEdited event without message id or text")
+    message = line_events.message(event)
+    message_id, text = line_events.message_id(message), line_events.message_text(message)
     _, line_id = line_events.chat_key(event)
     edited = Message.objects.filter(
-        chat__channel=channel, chat__line_id=line_id, line_message_id=str(message["id"]),
+        chat__channel=channel, chat__line_id=line_id, line_message_id=message_id,
         unsent=False, redacted=False, erased=False,
-    ).update(text=_as_stored(channel, message["text"]), edited=True)
+    ).update(text=_as_stored(channel, text), edited=True)
     return "stored" if edited else "ignored"
 
 
@@ -176,16 +166,13 @@ def forget_cached_chats() -> None:
     _chats.clear()
 
 
-def _chat_for_event(channel: LineChannel, event: dict, *, careful: bool = True) -> Chat:
-    """The event's chat, created on first sight.
+def _chat_for(channel: LineChannel, *, source_type: str, line_id: str, careful: bool = True) -> Chat:
+    """The chat an event came from, created on first sight.
 
     Known chats are remembered for a few seconds per process, sparing the webhook a query;
     a change of reply mode therefore reaches every web process within CHAT_CACHE_SECONDS.
     The careful path never trusts the cache (the chat may just have been erased).
     """
-    source_type, line_id = line_events.chat_key(event)
-    if source_type not in SourceType.values:
-        raise line_events.MalformedEvent(f"unknown source type {source_type!r}")
     key = (channel.pk, line_id)
     cached = None if careful else _chats.get(key)
     if cached is not None:
@@ -206,19 +193,19 @@ def _chat_for_event(channel: LineChannel, event: dict, *, careful: bool = True) 
     return chat
 
 
-def _skip_reason(*, chat: Chat, event: dict, message: dict) -> str:
+def _skip_reason(*, chat: Chat, message: line_events.IncomingMessage) -> str:
     """Why the bot stays silent on this message, or "" if it answers."""
-    if event.get("mode") == "standby":
+    if message.standby:
         return "standby"
-    if message.get("type") != "text" or not message.get("text"):
+    if message.message_type != "text" or not message.text:
         return "not text"
     if chat.source_type == SourceType.USER:
         return ""
     if chat.reply_mode == ReplyMode.ALWAYS:
         return ""
     if chat.reply_mode == ReplyMode.MENTION:
-        return "" if line_events.mentions_self(message) else "not mentioned"
+        return "" if message.mentions_self else "not mentioned"
     if chat.reply_mode == ReplyMode.PREFIX:
         prefix = chat.reply_prefix.strip()
-        return "" if prefix and message["text"].lstrip().startswith(prefix) else "no keyword"
+        return "" if prefix and message.text.lstrip().startswith(prefix) else "no keyword"
     return "reply mode off"
