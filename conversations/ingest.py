@@ -1,8 +1,9 @@
 """Taking in webhook events: each stored once, answers queued once the transaction commits."""
 import logging
+from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -24,6 +25,9 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     ignored: int = 0
+    # Why events were ignored, logged once per webhook: a body of junk is not a log flood.
+    malformed: Counter[str] = field(default_factory=Counter)
+    not_acted_on: Counter[str] = field(default_factory=Counter)
 
 
 def ingest_events(*, channel: LineChannel, events: list, destination: str = "") -> IngestResult:
@@ -49,23 +53,38 @@ def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResul
     with transaction.atomic():
         for event in events:
             try:
-                outcome = _ingest_event(channel=channel, event=event, careful=careful)
+                outcome = _ingest_event(channel=channel, event=event, careful=careful, result=result)
             except line_events.MalformedEvent as exc:
-                logger.warning("Ignored a malformed webhook event: %s", exc)
+                result.malformed[str(exc)] += 1
                 outcome = "ignored"
             setattr(result, outcome, getattr(result, outcome) + 1)
+    _log_ignored(result)
     return result
 
 
-def _ingest_event(*, channel: LineChannel, event: object, careful: bool) -> str:
+def _ingest_event(*, channel: LineChannel, event: object, careful: bool, result: IngestResult) -> str:
     kind = line_events.event_type(event)
     if kind == "message":
         return _on_message(channel, event, careful=careful)
     handler = _EVENT_HANDLERS.get(kind)
     if handler is None:
-        logger.info("Acknowledged a %r webhook event the bot does not act on", kind)
+        result.not_acted_on[kind] += 1
         return "ignored"
     return handler(channel, event)
+
+
+def _log_ignored(result: IngestResult) -> None:
+    # Reasons name a field, never a value, so there are few distinct ones; event types are
+    # the sender's to choose, so only the commonest are named.
+    if result.malformed:
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in result.malformed.most_common())
+        logger.warning("Ignored %d malformed webhook events: %s", result.malformed.total(), reasons)
+    if result.not_acted_on:
+        kinds = ", ".join(f"{kind!r} ({count})" for kind, count in result.not_acted_on.most_common(5))
+        logger.info(
+            "Acknowledged %d webhook events the bot does not act on, of types %s",
+            result.not_acted_on.total(), kinds,
+        )
 
 
 def _inserting(careful: bool):

@@ -205,3 +205,17 @@ def test_fields_the_bot_never_reads_do_not_matter_however_long(webhook, line_api
     assert line_api.delivered_texts() == ["echo: quoted"]
     assert token not in json.dumps(list(Message.objects.values()), default=str)
     assert too_long_values() == []
+
+
+def test_a_body_of_junk_is_two_log_lines_not_thousands(webhook, caplog):
+    junk = [0] * 500 + [{"type": ["message"]}] * 500 + [{"type": f"future{i}"} for i in range(500)]
+    with caplog.at_level(logging.INFO, logger="conversations"):
+        response = webhook.post(body=body_of(*junk, ev.text_message_event("hi")))
+    assert response.json() == {"stored": 1, "duplicates": 0, "ignored": 1500}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "conversations.ingest"]
+    assert lines == [
+        ("WARNING", "Ignored 1000 malformed webhook events: event is not an object (500); "
+                    "type is not a non-empty string (500)"),
+        ("INFO", "Acknowledged 500 webhook events the bot does not act on, of types "
+                 "'future0' (1), 'future1' (1), 'future2' (1), 'future3' (1), 'future4' (1)"),
+    ]
