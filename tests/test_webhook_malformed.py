@@ -59,7 +59,11 @@ def editing() -> dict:
     return ev.message_edited_event(KEPT_ID, SECRET, group_id=PREFIX_GROUP, user_id=STRANGER)
 
 
-LONG = 65  # one past the longest id column (64)
+LONG = 65  # one past the id columns (64)
+
+
+def one_too_long(prefix: str) -> str:
+    return prefix + "f" * (LONG - 1)
 
 BAD_EVENTS = {
     "type is an object": lambda: _with(in_prefix_group(), "type", {"message": True}),
@@ -69,14 +73,14 @@ BAD_EVENTS = {
     "source type unknown": lambda: _with(in_prefix_group(), "source.type", "planet"),
     "source type is an object": lambda: _with(in_prefix_group(), "source.type", {"group": 1}),
     "source type nested deep": lambda: _with(in_prefix_group(), "source.type", _nested(400)),
-    "userId too long": lambda: ev.text_message_event(SECRET, user_id="U" + "7c" * LONG),
+    "userId too long": lambda: ev.text_message_event(SECRET, user_id=one_too_long("U")),
     "userId not a string": lambda: _with(in_prefix_group(), "source.userId", 7),
     "userId with NUL": lambda: _with(in_prefix_group(), "source.userId", STRANGER + "\x00"),
-    "groupId too long": lambda: _with(in_prefix_group(), "source.groupId", "C" + "9a" * LONG),
+    "groupId too long": lambda: _with(in_prefix_group(), "source.groupId", one_too_long("C")),
     "groupId is an object": lambda: _with(in_prefix_group(), "source.groupId", {"id": PREFIX_GROUP}),
-    "roomId too long": lambda: ev.text_message_event(SECRET, source="room", room_id="R" + "ab" * LONG),
-    "follow userId too long": lambda: ev.follow_event(user_id="U" + "7c" * LONG),
-    "leave groupId too long": lambda: ev.leave_event(group_id="C" + "9a" * LONG),
+    "roomId too long": lambda: ev.text_message_event(SECRET, source="room", room_id=one_too_long("R")),
+    "follow userId too long": lambda: ev.follow_event(user_id=one_too_long("U")),
+    "leave groupId too long": lambda: ev.leave_event(group_id=one_too_long("C")),
     "timestamp missing": lambda: _with(in_prefix_group(), "timestamp", DELETE),
     "timestamp a string": lambda: _with(in_prefix_group(), "timestamp", str(int(time.time() * 1000))),
     "timestamp a boolean": lambda: _with(in_prefix_group(), "timestamp", True),
