@@ -1,8 +1,9 @@
 """Taking in webhook events: each stored once, answers queued once the transaction commits."""
 import logging
+from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -24,6 +25,9 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     ignored: int = 0
+    # Why events were ignored, logged once per webhook: a body of junk is not a log flood.
+    malformed: Counter[str] = field(default_factory=Counter)
+    not_acted_on: Counter[str] = field(default_factory=Counter)
 
 
 def ingest_events(*, channel: LineChannel, events: list, destination: str = "") -> IngestResult:
@@ -49,25 +53,38 @@ def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResul
     with transaction.atomic():
         for event in events:
             try:
-                outcome = _ingest_event(channel=channel, event=event, careful=careful)
+                outcome = _ingest_event(channel=channel, event=event, careful=careful, result=result)
             except line_events.MalformedEvent as exc:
-                logger.warning("Ignored a malformed webhook event: %s", exc)
+                result.malformed[str(exc)] += 1
                 outcome = "ignored"
             setattr(result, outcome, getattr(result, outcome) + 1)
+    _log_ignored(result)
     return result
 
 
-def _ingest_event(*, channel: LineChannel, event: dict, careful: bool) -> str:
-    if not isinstance(event, dict):
-        raise line_events.MalformedEvent("event is not an object")
-    kind = event.get("type")
+def _ingest_event(*, channel: LineChannel, event: object, careful: bool, result: IngestResult) -> str:
+    kind = line_events.event_type(event)
     if kind == "message":
         return _on_message(channel, event, careful=careful)
     handler = _EVENT_HANDLERS.get(kind)
     if handler is None:
-        logger.info("Acknowledged a %r webhook event the bot does not act on", kind)
+        result.not_acted_on[kind] += 1
         return "ignored"
     return handler(channel, event)
+
+
+def _log_ignored(result: IngestResult) -> None:
+    # Reasons name a field, never a value, so there are few distinct ones; event types are
+    # the sender's to choose, so only the commonest are named.
+    if result.malformed:
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in result.malformed.most_common())
+        logger.warning("Ignored %d malformed webhook events: %s", result.malformed.total(), reasons)
+    if result.not_acted_on:
+        kinds = ", ".join(f"{kind!r} ({count})" for kind, count in result.not_acted_on.most_common(5))
+        logger.info(
+            "Acknowledged %d webhook events the bot does not act on, of types %s",
+            result.not_acted_on.total(), kinds,
+        )
 
 
 def _inserting(careful: bool):
@@ -76,28 +93,22 @@ def _inserting(careful: bool):
 
 
 def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
-    message = event.get("message")
-    event_id = event.get("webhookEventId")
-    if not isinstance(message, dict) or not event_id:
-        raise line_events.MalformedEvent("message event without message or webhookEventId")
-    chat = _chat_for_event(channel, event, careful=careful)
-    message_type = str(message.get("type", ""))[:16]
-    text = message.get("text", "") if message_type == "text" else ""
-    text = _as_stored(channel, text if isinstance(text, str) else "")
-    skip_reason = _skip_reason(chat=chat, event=event, message=message)
+    incoming = line_events.incoming_message(event)
+    chat = _chat_for(channel, source_type=incoming.source_type, line_id=incoming.chat_id, careful=careful)
+    skip_reason = _skip_reason(chat=chat, message=incoming)
     now = timezone.now()
     try:
         with _inserting(careful):
             stored = Message.objects.create(
                 chat=chat,
                 direction=Direction.IN,
-                line_user_id=line_events.sender_id(event),
-                message_type=message_type,
-                text=text,
-                line_message_id=str(message.get("id", ""))[:32],
-                webhook_event_id=str(event_id)[:64],
-                reply_token=str(event.get("replyToken", ""))[:64] if not skip_reason else "",
-                event_at=line_events.event_time(event),
+                line_user_id=incoming.sender_id,
+                message_type=incoming.message_type,
+                text=_as_stored(channel, incoming.text),
+                line_message_id=incoming.message_id,
+                webhook_event_id=incoming.webhook_event_id,
+                reply_token=incoming.reply_token if not skip_reason else "",
+                event_at=incoming.sent_at,
                 status=Status.SKIPPED if skip_reason else Status.PENDING,
                 skip_reason=skip_reason,
                 status_changed_at=now,
@@ -113,7 +124,8 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
 
 
 def _on_follow_or_join(channel: LineChannel, event: dict) -> str:
-    chat = _chat_for_event(channel, event)
+    source_type, line_id = line_events.chat_key(event)
+    chat = _chat_for(channel, source_type=source_type, line_id=line_id)
     if not chat.is_active:
         Chat.objects.filter(pk=chat.pk).update(is_active=True)
     return "stored"
@@ -127,25 +139,24 @@ def _on_unfollow_or_leave(channel: LineChannel, event: dict) -> str:
 
 def _on_unsend(channel: LineChannel, event: dict) -> str:
     """LINE asks bots to forget what a user unsent: the text goes, the row says why."""
-    message_id = (event.get("unsend") or {}).get("messageId")
-    if not message_id:
-        raise line_events.MalformedEvent("unsend event without messageId")
+    message_id = line_events.unsent_message_id(event)
     _, line_id = line_events.chat_key(event)
-    unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=str(message_id))
+    unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=message_id)
     unsent.filter(status=Status.PENDING).update(status=Status.SKIPPED, skip_reason="unsent")
     unsent.update(text="", unsent=True, reply_token="")
     return "stored"
 
 
 def _on_message_edited(channel: LineChannel, event: dict) -> str:
-    message = event.get("message") or {}
-    if not message.get("id") or not isinstance(message.get("text"), str):
-        raise line_events.MalformedEvent("messageEdited event without message id or text")
+    """The new text replaces the old, unless the old was taken away: that stays so."""
+    message = line_events.message(event)
+    message_id, text = line_events.message_id(message), line_events.message_text(message)
     _, line_id = line_events.chat_key(event)
-    Message.objects.filter(
-        chat__channel=channel, chat__line_id=line_id, line_message_id=str(message["id"]), unsent=False
-    ).update(text=_as_stored(channel, message["text"]), edited=True)
-    return "stored"
+    edited = Message.objects.filter(
+        chat__channel=channel, chat__line_id=line_id, line_message_id=message_id,
+        unsent=False, redacted=False, erased=False,
+    ).update(text=_as_stored(channel, text), edited=True)
+    return "stored" if edited else "ignored"
 
 
 def _as_stored(channel: LineChannel, text: str) -> str:
@@ -174,16 +185,13 @@ def forget_cached_chats() -> None:
     _chats.clear()
 
 
-def _chat_for_event(channel: LineChannel, event: dict, *, careful: bool = True) -> Chat:
-    """The event's chat, created on first sight.
+def _chat_for(channel: LineChannel, *, source_type: str, line_id: str, careful: bool = True) -> Chat:
+    """The chat an event came from, created on first sight.
 
     Known chats are remembered for a few seconds per process, sparing the webhook a query;
     a change of reply mode therefore reaches every web process within CHAT_CACHE_SECONDS.
     The careful path never trusts the cache (the chat may just have been erased).
     """
-    source_type, line_id = line_events.chat_key(event)
-    if source_type not in SourceType.values:
-        raise line_events.MalformedEvent(f"unknown source type {source_type!r}")
     key = (channel.pk, line_id)
     cached = None if careful else _chats.get(key)
     if cached is not None:
@@ -204,19 +212,19 @@ def _chat_for_event(channel: LineChannel, event: dict, *, careful: bool = True) 
     return chat
 
 
-def _skip_reason(*, chat: Chat, event: dict, message: dict) -> str:
+def _skip_reason(*, chat: Chat, message: line_events.IncomingMessage) -> str:
     """Why the bot stays silent on this message, or "" if it answers."""
-    if event.get("mode") == "standby":
+    if message.standby:
         return "standby"
-    if message.get("type") != "text" or not message.get("text"):
+    if message.message_type != "text" or not message.text:
         return "not text"
     if chat.source_type == SourceType.USER:
         return ""
     if chat.reply_mode == ReplyMode.ALWAYS:
         return ""
     if chat.reply_mode == ReplyMode.MENTION:
-        return "" if line_events.mentions_self(message) else "not mentioned"
+        return "" if message.mentions_self else "not mentioned"
     if chat.reply_mode == ReplyMode.PREFIX:
         prefix = chat.reply_prefix.strip()
-        return "" if prefix and message["text"].lstrip().startswith(prefix) else "no keyword"
+        return "" if prefix and message.text.lstrip().startswith(prefix) else "no keyword"
     return "reply mode off"

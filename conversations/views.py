@@ -8,6 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import ingest, selectors
+from .line import events as line_events
 from .line.signature import signature_is_valid
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ def webhook(request: HttpRequest, slug: str | None = None) -> HttpResponse:
         payload = json.loads(body)
     except ValueError:
         return _error(400, "Body is not valid JSON.")
+    except RecursionError:
+        return _error(400, "Body is JSON nested too deeply for a LINE webhook.")
     events = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(events, list):
         return _error(400, "Body has no 'events' list.")
-    result = ingest.ingest_events(channel=channel, events=events, destination=str(payload.get("destination") or ""))
+    result = ingest.ingest_events(channel=channel, events=events, destination=line_events.destination(payload))
     return JsonResponse({"stored": result.stored, "duplicates": result.duplicates, "ignored": result.ignored})

@@ -3,6 +3,8 @@ import json
 
 import pytest
 
+from conversations import redaction
+from conversations.erasure import ERASED_TEXT
 from conversations.models import Chat, Message, ReplyMode, Status
 from tests.fakes import webhooks as ev
 
@@ -205,6 +207,33 @@ def test_message_edited_replaces_the_text(webhook):
     webhook.post(ev.message_edited_event(sent["message"]["id"], "the typo", source="group"))
     message = Message.objects.get()
     assert (message.text, message.edited) == ("the typo", True)
+
+
+def _redact(message: Message, webhook, sent: dict, admin_user) -> None:
+    redaction.redact_messages(message_ids=[message.pk], actor=admin_user, reason="card number")
+
+
+def _erase(message: Message, webhook, sent: dict, admin_user) -> None:
+    # erase_user also blanks the LINE message id, so an edit cannot find the row; the
+    # flag alone must hold all the same.
+    Message.objects.filter(pk=message.pk).update(text=ERASED_TEXT, erased=True)
+
+
+def _unsend(message: Message, webhook, sent: dict, admin_user) -> None:
+    webhook.post(ev.unsend_event(sent["message"]["id"], source="group"))
+
+
+@pytest.mark.parametrize("take_text_away", [_redact, _erase, _unsend], ids=["redacted", "erased", "unsent"])
+def test_an_edit_never_puts_text_back(webhook, admin_user, take_text_away):
+    sent = ev.text_message_event("my card is 4111 1111 1111 1111", source="group")
+    webhook.post(sent)
+    take_text_away(Message.objects.get(), webhook, sent, admin_user)
+    before = Message.objects.values().get()
+    response = webhook.post(ev.message_edited_event(sent["message"]["id"], "card 4111 1111 1111 1112", source="group"))
+    assert response.status_code == 200
+    assert response.json() == {"stored": 0, "duplicates": 0, "ignored": 1}
+    assert Message.objects.values().get() == before
+    assert "4111" not in json.dumps(list(Message.objects.values()), default=str)
 
 
 def test_a_redelivery_mixed_with_new_events_stores_the_new_ones_once(webhook, line_api):

@@ -1,36 +1,195 @@
-"""Reading LINE webhook events (plain dicts, camelCase, as LINE sends them)."""
-from datetime import datetime, timezone
+"""Reading LINE webhook events (plain dicts, camelCase, as LINE sends them).
+
+A signed body comes from LINE, yet its events can still be anything JSON allows (a LINE
+change, a test tool, a leaked secret). Every value the bot takes from an event is read
+here, checked for its JSON type and for what the database can keep, and refused with
+MalformedEvent otherwise — before anything of that event is written.
+"""
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ..models import Chat, LineChannel, Message
+
+logger = logging.getLogger(__name__)
 
 SOURCE_ID_KEYS = {"user": "userId", "group": "groupId", "room": "roomId"}
 
+# The columns' own limits. An id longer than its column is not LINE's, and is refused
+# rather than cut to fit: two ids cut alike would be one.
+CHAT_ID_MAX = Chat._meta.get_field("line_id").max_length
+USER_ID_MAX = Message._meta.get_field("line_user_id").max_length
+MESSAGE_ID_MAX = Message._meta.get_field("line_message_id").max_length
+MESSAGE_TYPE_MAX = Message._meta.get_field("message_type").max_length
+EVENT_ID_MAX = Message._meta.get_field("webhook_event_id").max_length
+REPLY_TOKEN_MAX = Message._meta.get_field("reply_token").max_length
+BOT_USER_ID_MAX = LineChannel._meta.get_field("bot_user_id").max_length
+# LINE's event types are short words; the bound keeps a forged one out of the logs.
+EVENT_TYPE_MAX = 64
+
+# LINE did not exist before 2011, and an event dated in the future would outlive the
+# retention period; a day's leeway covers any clock skew.
+EARLIEST_EVENT = datetime(2011, 1, 1, tzinfo=timezone.utc)
+CLOCK_SKEW = timedelta(days=1)
+
 
 class MalformedEvent(ValueError):
-    """An event lacks what every LINE event carries (type, source, ids)."""
+    """An event not shaped as LINE sends it; the reason names the field, never its value."""
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message event, as far as the bot keeps it; every value checked."""
+
+    webhook_event_id: str
+    source_type: str
+    chat_id: str
+    sender_id: str
+    reply_token: str
+    sent_at: datetime
+    standby: bool
+    message_id: str
+    message_type: str
+    text: str  # "" unless a text message
+    mentions_self: bool
+
+
+def _object(value: object, *, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"{name} is not an object")
+    return value
+
+
+def _string(value: object, *, name: str, max_length: int | None = None, required: bool = True) -> str:
+    """`value` as a string the database can keep; "" for an optional one that is absent."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise MalformedEvent(f"{name} is not a non-empty string" if required else f"{name} is not a string")
+    if max_length is not None and len(value) > max_length:
+        raise MalformedEvent(f"{name} is longer than {max_length} characters")
+    if not _storable(value):
+        raise MalformedEvent(f"{name} holds a NUL or a lone surrogate")
+    return value
+
+
+def _storable(value: str) -> bool:
+    # PostgreSQL refuses NUL in text, and no database takes a lone surrogate (not UTF-8).
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _integer(value: object, *, name: str) -> int:
+    # bool is an int to Python, not to JSON.
+    if type(value) is not int:
+        raise MalformedEvent(f"{name} is not an integer")
+    return value
+
+
+def event_type(event: object) -> str:
+    """The event's type; checks first that the event is an object at all."""
+    return _string(_object(event, name="event").get("type"), name="type", max_length=EVENT_TYPE_MAX)
+
+
+def destination(payload: dict) -> str:
+    """The bot's user ID the body is for, or "" when it is not one the database can keep."""
+    try:
+        return _string(payload.get("destination"), name="destination", max_length=BOT_USER_ID_MAX, required=False)
+    except MalformedEvent as exc:
+        logger.warning("Ignored a webhook's destination: %s", exc)
+        return ""
 
 
 def chat_key(event: dict) -> tuple[str, str]:
     """(source type, LINE id of the chat) — a group or room id, or the user id for 1:1."""
-    source = event.get("source")
-    if not isinstance(source, dict):
-        raise MalformedEvent("event has no source")
+    source = _object(event.get("source"), name="source")
     source_type = source.get("type")
-    line_id = source.get(SOURCE_ID_KEYS.get(source_type, ""), "")
-    if not line_id or not isinstance(line_id, str):
-        raise MalformedEvent(f"source of type {source_type!r} has no id")
-    return source_type, line_id
+    id_key = SOURCE_ID_KEYS.get(source_type) if isinstance(source_type, str) else None
+    if id_key is None:
+        raise MalformedEvent("source.type is not user, group or room")
+    return source_type, _string(source.get(id_key), name=f"source.{id_key}", max_length=CHAT_ID_MAX)
 
 
 def sender_id(event: dict) -> str:
-    return (event.get("source") or {}).get("userId", "") or ""
+    """Who sent it; "" when LINE does not say (users of some clients, join events)."""
+    source = _object(event.get("source"), name="source")
+    return _string(source.get("userId"), name="source.userId", max_length=USER_ID_MAX, required=False)
 
 
 def event_time(event: dict) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(event["timestamp"]) / 1000, tz=timezone.utc)
-    except (KeyError, TypeError, ValueError, OverflowError, OSError):
-        raise MalformedEvent("event has no valid timestamp") from None
+    stamp = _integer(event.get("timestamp"), name="timestamp")
+    earliest = EARLIEST_EVENT.timestamp() * 1000
+    latest = (datetime.now(tz=timezone.utc) + CLOCK_SKEW).timestamp() * 1000
+    if not earliest <= stamp <= latest:
+        raise MalformedEvent("timestamp is not a time LINE could have sent")
+    return datetime.fromtimestamp(stamp / 1000, tz=timezone.utc)
+
+
+def webhook_event_id(event: dict) -> str:
+    return _string(event.get("webhookEventId"), name="webhookEventId", max_length=EVENT_ID_MAX)
+
+
+def reply_token(event: dict) -> str:
+    """The reply token; "" when there is none (standby, events that cannot be answered)."""
+    return _string(event.get("replyToken"), name="replyToken", max_length=REPLY_TOKEN_MAX, required=False)
+
+
+def message(event: dict) -> dict:
+    return _object(event.get("message"), name="message")
+
+
+def message_id(message: dict) -> str:
+    return _string(message.get("id"), name="message.id", max_length=MESSAGE_ID_MAX)
+
+
+def message_text(message: dict) -> str:
+    """A text message's text (LINE sends no empty ones)."""
+    return _string(message.get("text"), name="message.text")
+
+
+def unsent_message_id(event: dict) -> str:
+    unsend = _object(event.get("unsend"), name="unsend")
+    return _string(unsend.get("messageId"), name="unsend.messageId", max_length=MESSAGE_ID_MAX)
 
 
 def mentions_self(message: dict) -> bool:
-    mentionees = (message.get("mention") or {}).get("mentionees") or []
-    return any(isinstance(m, dict) and m.get("isSelf") is True for m in mentionees)
+    """Whether the bot is among the message's mentionees."""
+    if message.get("mention") is None:
+        return False
+    mentionees = _object(message["mention"], name="message.mention").get("mentionees")
+    if not isinstance(mentionees, list):
+        raise MalformedEvent("message.mention.mentionees is not a list")
+    is_self = False
+    for entry in mentionees:
+        entry = _object(entry, name="a mentionee")
+        _integer(entry.get("index"), name="a mentionee's index")
+        _integer(entry.get("length"), name="a mentionee's length")
+        if entry.get("isSelf") is not None and not isinstance(entry["isSelf"], bool):
+            raise MalformedEvent("a mentionee's isSelf is not a boolean")
+        is_self = is_self or entry.get("isSelf") is True
+    return is_self
+
+
+def incoming_message(event: dict) -> IncomingMessage:
+    """Everything a message event gives the bot, read whole before any of it is stored."""
+    content = message(event)
+    message_type = _string(content.get("type"), name="message.type", max_length=MESSAGE_TYPE_MAX)
+    source_type, chat_id = chat_key(event)
+    return IncomingMessage(
+        webhook_event_id=webhook_event_id(event),
+        source_type=source_type,
+        chat_id=chat_id,
+        sender_id=sender_id(event),
+        reply_token=reply_token(event),
+        sent_at=event_time(event),
+        standby=event.get("mode") == "standby",
+        message_id=message_id(content),
+        message_type=message_type,
+        text=message_text(content) if message_type == "text" else "",
+        mentions_self=mentions_self(content),
+    )
