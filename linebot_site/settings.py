@@ -216,6 +216,10 @@ LINE_API_TIMEOUT = float(os.environ.get("LINE_API_TIMEOUT", "10"))
 # --- Model backends ----------------------------------------------------------------
 OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "http://localhost:11434")
 OLLAMA_DEFAULT_MODEL = os.environ.get("OLLAMA_DEFAULT_MODEL", "gemma3:4b")
+# A backend sends only the key registered with it. The ollama and replicate libraries would
+# otherwise add these from the environment to every request, to whatever URL a backend names.
+for _library_key in ("OLLAMA_API_KEY", "REPLICATE_API_TOKEN"):
+    os.environ.pop(_library_key, None)
 
 # --- The reply pipeline ------------------------------------------------------------
 LINEBOT = {

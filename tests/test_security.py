@@ -38,3 +38,24 @@ def test_a_staff_user_refused_a_chat_page_leaves_no_viewed_event(client, make_ch
     client.force_login(staff)
     assert client.get(f"/admin/conversations/chat/{chat.pk}/change/").status_code == 200
     assert AuditEvent.objects.filter(action="view_conversation", target_id=str(chat.pk)).count() == 1
+
+
+def test_a_backend_without_a_key_sends_none_from_the_environment():
+    """The client libraries add OLLAMA_API_KEY / REPLICATE_API_TOKEN from the environment;
+    settings take them out, so a keyless backend never sends the server's token anywhere."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import django, os; django.setup(); "
+              "print(repr(os.environ.get('OLLAMA_API_KEY')), repr(os.environ.get('REPLICATE_API_TOKEN')))")
+    env = {**os.environ, "OLLAMA_API_KEY": "env-ollama-key", "REPLICATE_API_TOKEN": "env-replicate-token"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                            cwd=str(settings_dir()))
+    assert result.stdout.strip() == "None None", result.stderr
+
+
+def settings_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent
