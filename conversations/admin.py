@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from core import audit
-from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
+from core.admin import AuditedModelAdmin, ReadOnlyAdminMixin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 from core.redirects import safe_next
@@ -298,7 +298,10 @@ class RedactForm(forms.Form):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Messages come from LINE and go only by retention, erasure or with their chat, all
+    audited; redaction blanks them. So no adding, changing or deleting here."""
+
     list_display = ["id", "event_at", "chat", "direction", "status_badge", "short_text", "latency_ms", "backend"]
     list_filter = ["direction", "status", ("event_at", DateRangeFilter), "redacted"]
     list_select_related = ["chat", "backend"]
@@ -311,16 +314,6 @@ class MessageAdmin(admin.ModelAdmin):
     exclude = ["reply_token", "original_hmac"]
     action_form = MessageActionForm
     actions = ["redact_selected", "retry_selected"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Messages go only by retention, erasure or with their chat, all audited; redaction blanks them.
-        return False
 
     def has_redact_permission(self, request):
         return request.user.has_perm("conversations.change_message")

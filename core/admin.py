@@ -93,16 +93,8 @@ class AuditedModelAdmin(admin.ModelAdmin):
                 self.delete_model(request, obj)
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only for everyone, superusers included: the trail cannot be edited here."""
-
-    list_display = ["created_at", "actor_username", "action", "target_type", "target_id"]
-    list_filter = ["action", "target_type"]
-    search_fields = ["actor_username", "target_id"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
-    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+class ReadOnlyAdminMixin:
+    """No adding, changing or deleting in the admin, superusers included."""
 
     def has_add_permission(self, request):
         return False
@@ -112,3 +104,15 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only for everyone, superusers included: the trail cannot be edited here."""
+
+    list_display = ["created_at", "actor_username", "action", "target_type", "target_id"]
+    list_filter = ["action", "target_type"]
+    search_fields = ["actor_username", "target_id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]

@@ -6,6 +6,7 @@ from django.db import connection
 from django_q.models import Schedule
 
 from conversations.models import LineChannel
+from conversations.queue import SWEEP_TASK
 from models_registry.models import ModelBackend, SamplingPreset
 
 pytestmark = pytest.mark.django_db
@@ -29,11 +30,11 @@ def test_bootstrap_creates_defaults_once(settings, capsys, monkeypatch):
     channel = LineChannel.objects.get()
     assert (channel.slug, channel.is_default, channel.channel_secret) == ("default", True, "env-secret")
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
-    assert Schedule.objects.filter(func="conversations.tasks.sweep_stuck_messages").count() == 1
+    assert Schedule.objects.filter(func=SWEEP_TASK).count() == 1
 
     assert run_bootstrap(capsys).strip() == "Nothing to do: everything is set up."
     assert ModelBackend.objects.count() == 1 and SamplingPreset.objects.count() == 1
-    assert Schedule.objects.filter(func="conversations.tasks.sweep_stuck_messages").count() == 1
+    assert Schedule.objects.filter(func=SWEEP_TASK).count() == 1
 
 
 def test_bootstrap_takes_a_rotated_token_from_the_environment(settings, capsys):
