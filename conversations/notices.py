@@ -1,0 +1,221 @@
+"""The bot's own texts to the people in a chat: the privacy notice, help, the non-text answer.
+
+Each is built when it is sent, from the live settings (the channel, the chat, its preset's
+backends, the privacy policy), in the chat's language: zh-Hant or English, through Django's
+translations. `/privacy` and `/help` (conversations.commands) call `privacy_notice` and
+`help_text`; the notice on follow/join is sent by `send_notice`, in the worker.
+"""
+import logging
+import re
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from core.retry import retrying
+from models_registry.services import allowed_backends
+
+from . import selectors
+from .line.client import LineAPIError, line_client
+from .line.text import batches, split_text
+from .models import NOTICE_PLACEHOLDERS, BotLanguage, Chat, Direction, LineChannel, Message, SourceType, Status
+from .retention import effective_retention_days
+from .templating import fill
+
+logger = logging.getLogger(__name__)
+
+# message_type of the bot's own outbound texts ("text" is a model's answer or the apology).
+NOTICE_TYPE = "notice"
+NON_TEXT_REPLY_TYPE = "non_text_reply"
+# What a 1:1 chat's non-text message may get the non-text answer for (stickers stay silent).
+NON_TEXT_TYPES = frozenset({"image", "video", "audio", "file", "location"})
+
+# Group memory as conversations.models.Chat.group_memory will hold it (branch `groups`).
+MEMORY_ADDRESSED = "addressed"
+MEMORY_EVERYTHING = "everything"
+
+_HAN = re.compile(r"[\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]{2,}")
+LANGUAGE_SAMPLE = 5
+
+
+def privacy_notice(*, chat: Chat, language: str | None = None) -> str:
+    """The privacy notice for this chat: the channel's template, or the built-in one."""
+    language = language or chat_language(chat=chat)
+    with translation.override(language):
+        return render_notice(chat=chat, template=chat.channel.notice_template)
+
+
+def render_notice(*, chat: Chat, template: str) -> str:
+    """`template` (empty: the built-in notice) filled in for `chat`, in the active language."""
+    if not template.strip():
+        template = _("Hello! I'm an AI assistant.\n{operator}\n{memory} {retention}\n{models}\n{commands}")
+    return fill(template, notice_values(chat=chat)).strip()
+
+
+def notice_values(*, chat: Chat) -> dict[str, str]:
+    """Each placeholder's sentence, in the active language."""
+    values = {
+        "operator": _operator_sentence(chat.channel),
+        "retention": _retention_sentence(chat),
+        "memory": _memory_sentence(chat),
+        "models": _models_sentence(chat),
+        "commands": _commands_sentence(),
+    }
+    assert values.keys() == NOTICE_PLACEHOLDERS
+    return values
+
+
+def help_text(*, chat: Chat, language: str | None = None) -> str:
+    """What the bot does in this chat and its commands, for /help."""
+    language = language or chat_language(chat=chat)
+    with translation.override(language):
+        lines = [_how_to_ask(chat), "",
+                 _("/help – this list"),
+                 _("/privacy – who runs this bot, what is kept and for how long"),
+                 _("/reset – start afresh: earlier messages are no longer used for my answers"),
+                 _("/optout – stop me keeping your messages"),
+                 _("/optin – let me keep your messages again"),
+                 _("/forgetme – delete everything you have written here")]
+        return "\n".join(lines)
+
+
+def non_text_reply(*, chat: Chat, language: str | None = None) -> str:
+    """The answer to an image, video, audio, file or location in a 1:1 chat."""
+    if chat.channel.non_text_reply.strip():
+        return chat.channel.non_text_reply.strip()
+    with translation.override(language or chat_language(chat=chat)):
+        return _("I can read only text messages. Please type your question.")
+
+
+def answers_non_text(*, channel: LineChannel, source_type: str, message_type: str) -> bool:
+    """Whether a non-text message gets the non-text answer: 1:1 only, never stickers."""
+    return (channel.non_text_reply_enabled and source_type == SourceType.USER
+            and message_type in NON_TEXT_TYPES)
+
+
+def chat_language(*, chat: Chat) -> str:
+    """The language of the chat's latest messages with words in them, else the channel's."""
+    if chat.pk:
+        recent = (Message.objects.filter(chat=chat, direction=Direction.IN, redacted=False, erased=False)
+                  .exclude(text="").order_by("-id").values_list("text", flat=True)[:LANGUAGE_SAMPLE])
+        for text in recent:
+            if _HAN.search(text):
+                return BotLanguage.ZH_HANT
+            if _LATIN.search(text):
+                return BotLanguage.EN
+    return chat.channel.language or settings.LANGUAGE_CODE
+
+
+# --- The notice's sentences, in the active language -----------------------------------
+
+
+def _operator_sentence(channel: LineChannel) -> str:
+    name, contact = channel.operator_name.strip(), channel.operator_contact.strip()
+    if not name:
+        name = _("the owner of this LINE account")
+    if contact:
+        return _("This bot is run by %(name)s. Questions about your data: %(contact)s.") % {
+            "name": name, "contact": contact}
+    return _("This bot is run by %(name)s.") % {"name": name}
+
+
+def _retention_sentence(chat: Chat) -> str:
+    # A legal hold reads like "kept": the notice does not announce a hold.
+    days = effective_retention_days(chat=chat, default_days=selectors.privacy_policy().retention_days)
+    if days is None:
+        return _("Messages are kept until the operator deletes them.")
+    return ngettext("Messages are deleted after %(days)d day.", "Messages are deleted after %(days)d days.",
+                    days) % {"days": days}
+
+
+def _memory_sentence(chat: Chat) -> str:
+    if chat.source_type == SourceType.USER:
+        return _("I keep what you write to me and my answers, to follow the conversation.")
+    # INTEGRATOR: Chat.group_memory comes with branch `groups`; until then every group
+    # message is stored, so "everything" is the truth here. Drop the getattr default then.
+    memory = getattr(chat, "group_memory", MEMORY_EVERYTHING)
+    if memory == MEMORY_ADDRESSED:
+        return _("In this chat I keep only the messages addressed to me, and my answers; nothing else "
+                 "said here is stored.")
+    return _("In this chat I keep every message, also those not addressed to me, as context for my answers.")
+
+
+def _models_sentence(chat: Chat) -> str:
+    preset = selectors.preset_for_chat(chat=chat)
+    backends = allowed_backends(preset=preset, local_only=chat.local_only) if preset else []
+    if all(backend.is_local for backend in backends):
+        return _("My answers come from AI models on the operator's own servers; your messages are not sent "
+                 "to any cloud service.")
+    sentence = _("My answers may come from a cloud AI service outside the operator's servers.")
+    if chat.channel.mask_before_cloud and selectors.masking_kinds():
+        sentence += " " + _("Personal data such as e-mail addresses and phone numbers is masked before "
+                            "messages are sent there.")
+    return sentence
+
+
+def _commands_sentence() -> str:
+    return _("Send /optout and I stop keeping your messages (/optin undoes it); /forgetme deletes what you "
+             "have written here; /privacy shows this notice again; /help lists every command.")
+
+
+def _how_to_ask(chat: Chat) -> str:
+    if chat.source_type == SourceType.USER:
+        return _("Send me a question as text and I answer it.")
+    mode = chat.reply_mode
+    if mode == "mention":
+        return _("Mention me (@) in a message to ask me something.")
+    if mode == "prefix" and chat.reply_prefix.strip():
+        return _("Start a message with “%(prefix)s” to ask me something.") % {"prefix": chat.reply_prefix.strip()}
+    if mode == "always":
+        return _("I answer every message in this chat.")
+    return _("I do not answer questions in this chat at the moment.")
+
+
+# --- Sending the notice (the worker) -------------------------------------------------
+
+
+def send_notice(*, message_id: int) -> None:
+    """Sends a queued privacy notice with its follow/join event's reply token, at most once.
+
+    The notice is rendered now, from the live settings, and stored on its Message before
+    it is sent. A stale or refused reply token leaves it `skipped`: a notice is never pushed
+    to a chat that did not just ask for the bot.
+    """
+    claimed = Message.objects.filter(
+        pk=message_id, direction=Direction.OUT, message_type=NOTICE_TYPE, status=Status.PENDING,
+    ).update(status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=timezone.now())
+    if not claimed:
+        return
+    notice = Message.objects.select_related("chat__channel").get(pk=message_id)
+    chat = notice.chat
+    if not _token_fresh(notice):
+        _finish(notice, Status.SKIPPED, skip_reason="reply token expired")
+        return
+    text = privacy_notice(chat=chat)
+    Message.objects.filter(pk=notice.pk).update(text=text)
+    texts = batches(split_text(text))[0]
+    client = line_client(chat.channel.access_token)
+    try:
+        retrying(lambda: client.reply(reply_token=notice.reply_token, texts=texts),
+                 delays=settings.LINEBOT["LINE_RETRY_DELAYS"],
+                 transient=lambda exc: isinstance(exc, LineAPIError) and exc.transient)
+    except LineAPIError as exc:
+        if exc.invalid_reply_token:
+            _finish(notice, Status.SKIPPED, skip_reason="reply token expired")
+        else:
+            _finish(notice, Status.FAILED, error=str(exc))
+        logger.info("Privacy notice %s not sent to chat %s: %s", notice.pk, chat.pk, exc)
+        return
+    _finish(notice, Status.REPLIED, delivered_calls=1)
+
+
+def _token_fresh(message: Message) -> bool:
+    age = (timezone.now() - message.event_at).total_seconds()
+    return bool(message.reply_token) and age < settings.LINEBOT["REPLY_TOKEN_MAX_AGE"]
+
+
+def _finish(message: Message, status: str, **fields) -> None:
+    Message.objects.filter(pk=message.pk).update(status=status, status_changed_at=timezone.now(), **fields)
