@@ -9,6 +9,7 @@ import logging
 import re
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -18,6 +19,7 @@ from core.retry import retrying
 from models_registry.services import allowed_backends
 
 from . import selectors
+from .queue import NOTICE_TASK, enqueue_after_commit
 from .line.client import LineAPIError, line_client
 from .line.text import batches, split_text
 from .models import NOTICE_PLACEHOLDERS, BotLanguage, Chat, Direction, LineChannel, Message, SourceType, Status
@@ -175,6 +177,26 @@ def _how_to_ask(chat: Chat) -> str:
 
 
 # --- Sending the notice (the worker) -------------------------------------------------
+
+
+def queue_notice(*, chat: Chat, webhook_event_id: str, reply_token: str, event_at) -> bool:
+    """Records the privacy notice a follow or join event calls for and queues its sending;
+    False when that event was taken in before (LINE redelivered it).
+
+    Called in the webhook's transaction; the text is written by the worker, at sending.
+    """
+    try:
+        # Follow and join are rare: a savepoint every time costs nothing worth saving.
+        with transaction.atomic():
+            notice = Message.objects.create(
+                chat=chat, direction=Direction.OUT, message_type=NOTICE_TYPE, webhook_event_id=webhook_event_id,
+                reply_token=reply_token, event_at=event_at, status=Status.PENDING,
+                status_changed_at=timezone.now(),
+            )
+    except IntegrityError:
+        return False
+    enqueue_after_commit(NOTICE_TASK, notice.pk)
+    return True
 
 
 def send_notice(*, message_id: int) -> None:
