@@ -12,7 +12,7 @@ from core.models import AuditAction
 from core.retry import retrying
 
 from .backends import Backend, BackendConfig, BackendError, Completion, ConnectionReport, SamplingParams, Turn, backend_for
-from .models import ModelBackend, SamplingPreset
+from .models import ModelBackend, SamplingPreset, ThinkMode
 from .reasoning import without_reasoning
 
 
@@ -48,6 +48,7 @@ def sampling_params(*, preset: SamplingPreset) -> SamplingParams:
         top_k=preset.top_k,
         max_new_tokens=preset.max_new_tokens,
         repetition_penalty=preset.repetition_penalty,
+        think={ThinkMode.ON: True, ThinkMode.OFF: False}.get(preset.think),
     )
 
 
