@@ -5,10 +5,14 @@ backends, the privacy policy), in the chat's language: zh-Hant or English, throu
 translations. `/privacy` and `/help` (conversations.commands) call `privacy_notice` and
 `help_text`; the notice on follow/join is sent by `send_notice`, in the worker.
 """
+import copy
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone, translation
@@ -109,6 +113,39 @@ def chat_language(*, chat: Chat) -> str:
             if _LATIN.search(text):
                 return BotLanguage.EN
     return chat.channel.language or settings.LANGUAGE_CODE
+
+
+# What the console's Preview button may try out before it is saved.
+PREVIEW_FIELDS = ("operator_name", "operator_contact", "language", "notice_template")
+
+
+@dataclass
+class NoticePreview:
+    language: str
+    one_to_one: str = ""
+    group: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def preview_notices(*, channel: LineChannel, changes: Mapping[str, str] | None = None) -> NoticePreview:
+    """The notice a new 1:1 chat and a new group of `channel` would get, with `changes`
+    (posted, unsaved values of PREVIEW_FIELDS) tried out first; nothing is saved."""
+    channel = copy.copy(channel)
+    errors = []
+    for name in PREVIEW_FIELDS:
+        if changes is None or name not in changes:
+            continue
+        model_field = LineChannel._meta.get_field(name)
+        try:
+            setattr(channel, name, model_field.clean(changes[name], channel))
+        except ValidationError as exc:
+            errors += [f"{model_field.verbose_name}: {message}" for message in exc.messages]
+    preview = NoticePreview(language=channel.language, errors=errors)
+    if not errors:
+        for attribute, source_type in (("one_to_one", SourceType.USER), ("group", SourceType.GROUP)):
+            chat = Chat(channel=channel, source_type=source_type)
+            setattr(preview, attribute, privacy_notice(chat=chat, language=channel.language))
+    return preview
 
 
 # --- The notice's sentences, in the active language -----------------------------------
