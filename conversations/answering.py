@@ -38,6 +38,10 @@ def answer_message(*, message_id: int) -> None:
                 if message.attempts > 1 else None)
     if outbound is None:
         if message.message_type != "text":
+            if not _reply_token_fresh(message):
+                # Pushes count against the account's quota: a late "text only, please" is not worth one.
+                _set_status(message, Status.SKIPPED, skip_reason="reply token expired")
+                return
             outbound = _compose_non_text_reply(message=message)
         else:
             if chat.source_type == SourceType.USER:
@@ -74,10 +78,12 @@ def _claim(message_id: int) -> Message | None:
     return Message.objects.select_related("chat__channel").get(pk=message_id)
 
 
-def _set_status(message: Message, status: str, *, error: str | None = None) -> None:
+def _set_status(message: Message, status: str, *, error: str | None = None, skip_reason: str = "") -> None:
     fields = {"status": status, "status_changed_at": timezone.now()}
     if error is not None:
         fields["error"] = error
+    if skip_reason:
+        fields["skip_reason"] = skip_reason
     Message.objects.filter(pk=message.pk).update(**fields)
 
 
@@ -185,6 +191,9 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
             except LineAPIError as exc:
                 if not exc.invalid_reply_token:
                     raise
+        if not sent and outbound.message_type == notices.NON_TEXT_REPLY_TYPE:
+            # By reply or not at all: pushes count against the account's quota.
+            raise LineAPIError(status=400, message="The reply token expired; the non-text answer is not pushed.")
         if not sent:
             key = retry_key(message_id=outbound.pk, call_index=index)
             try:
