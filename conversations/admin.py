@@ -37,6 +37,15 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
         widgets = {"notice_template": forms.Textarea(attrs={"rows": 7, "cols": 70}),
                    "non_text_reply": forms.Textarea(attrs={"rows": 2, "cols": 70})}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "language" in self.fields:  # not for a viewer: read-only fields are not in the form
+            self.fields["language"].required = False
+
+    def clean_language(self):
+        # Left out of a post (a script, a form from before the setting): the channel keeps its own.
+        return self.cleaned_data.get("language") or self.instance.language
+
     def clean(self):
         cleaned = super().clean()
         for name in self.secret_fields:
