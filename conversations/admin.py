@@ -351,7 +351,7 @@ class MessageAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     list_per_page = 50
     raw_id_fields = ["chat", "reply_to"]
-    exclude = ["reply_token", "original_hmac"]
+    exclude = ["reply_token", "quote_token", "original_hmac"]
     action_form = MessageActionForm
     actions = ["redact_selected", "retry_selected"]
 

@@ -10,11 +10,12 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -269,6 +270,17 @@ def send_notice(*, message_id: int) -> None:
         logger.info("Privacy notice %s not sent to chat %s: %s", notice.pk, chat.pk, exc)
         return
     _finish(notice, Status.REPLIED, delivered_calls=1)
+
+
+def expire_stale_notices(*, now) -> int:
+    """Notices a lost task or a dead worker left unsent, once their reply token is past use,
+    marked `skipped` (the sweeper calls this): they are never pushed instead."""
+    too_old = now - timedelta(seconds=settings.LINEBOT["GENERATING_STUCK_AFTER"])
+    return Message.objects.filter(
+        direction=Direction.OUT, message_type=NOTICE_TYPE, status__in=[Status.PENDING, Status.GENERATING],
+        event_at__lt=now - timedelta(seconds=settings.LINEBOT["REPLY_TOKEN_MAX_AGE"]),
+    ).filter(Q(status=Status.PENDING) | Q(status_changed_at__lt=too_old)).update(
+        status=Status.SKIPPED, skip_reason="reply token expired", status_changed_at=now)
 
 
 def _token_fresh(message: Message) -> bool:

@@ -304,3 +304,43 @@ def test_the_api_reads_and_writes_the_notice_settings(api, english):
     english.refresh_from_db()
     assert (english.notice_template, english.notice_enabled, english.non_text_reply_enabled) == (
         "{operator}", False, False)
+
+
+# --- The notice among the other messages ----------------------------------------------------
+
+
+def test_a_notice_whose_task_was_lost_is_closed_by_the_sweeper_not_pushed(channel, make_chat, line_api):
+    from conversations import sweeper
+
+    chat = make_chat(ev.DEFAULT_USER_ID, source_type="user")
+    lost = notices.queue_notice(chat=chat, webhook_event_id="01LOST", reply_token="r" * 32,
+                                event_at=timezone.now() - timedelta(minutes=5))
+    assert lost and notice().status == Status.PENDING
+    sweeper.sweep_stuck_messages()
+    assert (notice().status, notice().skip_reason) == (Status.SKIPPED, "reply token expired")
+    assert line_api.requests == []
+
+
+def test_retention_and_erasure_take_the_notice_like_any_message(webhook, line_api, admin_user):
+    from conversations import erasure, retention
+
+    webhook.post(ev.follow_event(user_id="U" + "e1" * 16))
+    webhook.post(ev.join_event())
+    Message.objects.filter(chat__source_type="group").update(event_at=timezone.now() - timedelta(days=40))
+    set_retention(30)
+    assert retention.purge_expired().messages == 1
+    assert not Message.objects.filter(chat__source_type="group").exists()
+    erasure.erase_user(line_user_id="U" + "e1" * 16, actor=admin_user)
+    assert not Message.objects.exists()
+
+
+def test_unsend_and_erasure_drop_the_quote_token(webhook, line_api, admin_user):
+    from conversations import erasure
+
+    said = ev.text_message_event("hi bot", source="group", mention_self=True)
+    unsent = ev.text_message_event("oops", source="group", mention_self=True, user_id="U" + "f2" * 16)
+    webhook.post(said, unsent)
+    assert Message.objects.exclude(quote_token="").filter(direction="in").count() == 2
+    webhook.post(ev.unsend_event(unsent["message"]["id"], source="group", user_id="U" + "f2" * 16))
+    erasure.erase_user(line_user_id=ev.DEFAULT_USER_ID, actor=admin_user)
+    assert not Message.objects.exclude(quote_token="").exists()
