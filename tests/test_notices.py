@@ -344,3 +344,12 @@ def test_unsend_and_erasure_drop_the_quote_token(webhook, line_api, admin_user):
     webhook.post(ev.unsend_event(unsent["message"]["id"], source="group", user_id="U" + "f2" * 16))
     erasure.erase_user(line_user_id=ev.DEFAULT_USER_ID, actor=admin_user)
     assert not Message.objects.exclude(quote_token="").exists()
+
+
+def test_an_over_long_template_is_refused_by_the_preview_and_the_api(admin_client, api, english):
+    too_long = "x" * 2001
+    preview = admin_client.post(f"/admin/conversations/linechannel/{english.pk}/notice-preview/",
+                                {"notice_template": too_long}, headers={"X-Preview": "fragment"})
+    assert "at most 2000 characters" in preview.content.decode()
+    response = api.patch(f"/api/v1/channels/{english.pk}/", {"notice_template": too_long}, format="json")
+    assert response.status_code == 400 and "notice_template" in response.json()
