@@ -24,10 +24,10 @@ from core.retry import retrying
 from models_registry.services import allowed_backends
 
 from . import selectors
-from .queue import NOTICE_TASK, enqueue_after_commit
 from .line.client import LineAPIError, line_client
 from .line.text import batches, split_text
 from .models import NOTICE_PLACEHOLDERS, BotLanguage, Chat, Direction, LineChannel, Message, SourceType, Status
+from .queue import NOTICE_TASK, enqueue_after_commit
 from .retention import effective_retention_days
 from .templating import fill
 
@@ -104,15 +104,19 @@ def answers_non_text(*, channel: LineChannel, source_type: str, message_type: st
 
 
 def chat_language(*, chat: Chat) -> str:
-    """The language of the chat's latest messages with words in them, else the channel's."""
+    """zh-Hant if any of the chat's latest messages has Chinese in it, English if they have
+    only Latin words, else the channel's language.
+
+    Chinese wins over a few English words: chats in Taiwan mix them ("OK", "iPhone"),
+    while an English speaker seldom writes a Chinese character.
+    """
     if chat.pk:
-        recent = (Message.objects.filter(chat=chat, direction=Direction.IN, redacted=False, erased=False)
-                  .exclude(text="").order_by("-id").values_list("text", flat=True)[:LANGUAGE_SAMPLE])
-        for text in recent:
-            if _HAN.search(text):
-                return BotLanguage.ZH_HANT
-            if _LATIN.search(text):
-                return BotLanguage.EN
+        recent = list(Message.objects.filter(chat=chat, direction=Direction.IN, redacted=False, erased=False)
+                      .exclude(text="").order_by("-id").values_list("text", flat=True)[:LANGUAGE_SAMPLE])
+        if any(_HAN.search(text) for text in recent):
+            return BotLanguage.ZH_HANT
+        if any(_LATIN.search(text) for text in recent):
+            return BotLanguage.EN
     return chat.channel.language or settings.LANGUAGE_CODE
 
 
