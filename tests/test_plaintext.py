@@ -25,6 +25,8 @@ CASES = {
     "links read text (URL)": ("See [the docs](https://example.com/a_b \"Title\").",
                               "See the docs (https://example.com/a_b)."),
     "CJK link text": ("請看[說明文件](https://example.com)。", "請看說明文件 (https://example.com)。"),
+    "bare URLs are left whole": ("Go to https://x.tw/_p_/a*b*c or http://y.tw/__init__ now",
+                                 "Go to https://x.tw/_p_/a*b*c or http://y.tw/__init__ now"),
     "a link whose text is its URL": ("[https://x.tw](https://x.tw)", "https://x.tw"),
     "autolinks and mailto": ("<https://line.me> or <mailto:a@b.tw>", "https://line.me or mailto:a@b.tw"),
     "bold link text": ("[**Bold** link](https://x.tw)", "Bold link (https://x.tw)"),

@@ -24,6 +24,7 @@ _IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^\s)>]+)>?(?:\s+[\"'][^\"']*[\"'])?\
 _LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^\s)>]+)>?(?:\s+[\"'][^\"']*[\"'])?\s*\)")
 _REF_LINK = re.compile(r"\[([^\]]+)\]\[([^\]]*)\]")
 _AUTOLINK = re.compile(r"<((?:https?|mailto):[^\s>]+)>")
+_BARE_URL = re.compile(r"https?://[^\s<>\[\]()]+")
 _BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.DOTALL)
 _STAR_ITALIC = re.compile(r"(?<![*\\])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*\\])\*(?!\*)")
 _UNDERSCORE_ITALIC = re.compile(r"(?<![\w\\])_(?=[^\s_])([^_\n]+?)(?<=[^\s_\\])_(?!\w)")
@@ -158,6 +159,7 @@ def _inline(text: str, references: dict[str, str]) -> str:
         return keep(_link(_emphasis(match.group(1)), url)) if url else match.group(0)
 
     text = _REF_LINK.sub(reference, text)
+    text = _BARE_URL.sub(lambda m: keep(m.group(0)), text)  # an underscore in a URL is not emphasis
     text = _emphasis(text)
     text = _LINE_BREAK_TAG.sub("\n", text)
     text = _ESCAPE.sub(r"\1", text)
