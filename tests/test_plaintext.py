@@ -19,7 +19,8 @@ CASES = {
     "task lists": ("- [ ] todo\n- [x] done", "• ☐ todo\n• ☑ done"),
     "numbered lists are kept": ("1. one\n2) two\n10. ten", "1. one\n2. two\n10. ten"),
     "fenced code keeps its content": (
-        "Run:\n```python\nx = **2**  # not bold\n    indented\n```\nDone", "Run:\nx = **2**  # not bold\n    indented\nDone"),
+        "Run:\n```python\nx = **2**  # not bold\n    indented\n```\nDone",
+        "Run:\nx = **2**  # not bold\n    indented\nDone"),
     "tilde fences and an unclosed fence": ("~~~\na_b_c\n~~~\n```\nrest *stays*", "a_b_c\nrest *stays*"),
     "inline code keeps its content": ("Use `**kwargs` and `a_b_`.", "Use **kwargs and a_b_."),
     "links read text (URL)": ("See [the docs](https://example.com/a_b \"Title\").",

@@ -310,7 +310,8 @@ def _limit_errors(body: dict) -> list[dict[str, str]]:
             if isinstance(message, dict) and "quoteToken" in message:
                 token = message["quoteToken"]
                 if message.get("type") not in _QUOTING_TYPES:
-                    errors.append({"message": "This message type cannot quote", "property": f"messages[{index}].quoteToken"})
+                    errors.append(
+                        {"message": "This message type cannot quote", "property": f"messages[{index}].quoteToken"})
                 elif not isinstance(token, str) or not token:
                     errors.append({"message": "May not be empty", "property": f"messages[{index}].quoteToken"})
             text = message.get("text") if isinstance(message, dict) and message.get("type") in _TEXT_TYPES else None
