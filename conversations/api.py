@@ -46,7 +46,8 @@ class ChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
         model = LineChannel
         fields = ["id", "name", "slug", "channel_secret", "access_token", "has_channel_secret", "has_access_token",
                   "webhook_url", "default_preset", "is_default", "bot_user_id", "mask_before_storing",
-                  "mask_before_cloud", "created_at", "updated_at"]
+                  "mask_before_cloud", "operator_name", "operator_contact", "language", "notice_enabled",
+                  "notice_template", "non_text_reply_enabled", "non_text_reply", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     def get_has_channel_secret(self, channel: LineChannel) -> bool:

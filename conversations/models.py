@@ -1,4 +1,5 @@
 """LINE channels, the chats the bot is in, and every message said there."""
+from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -6,6 +7,22 @@ from django.utils.translation import gettext_lazy as _
 from core.audit import keyed_hash
 from core.fields import EncryptedTextField
 from models_registry.models import ModelBackend, SamplingPreset
+
+from .templating import check_placeholders
+
+# What an operator's privacy notice may name; `notices` fills them in.
+NOTICE_PLACEHOLDERS = frozenset({"operator", "retention", "memory", "models", "commands"})
+NOTICE_MAX_LENGTH = 2000
+NON_TEXT_REPLY_MAX_LENGTH = 500
+
+
+def validate_notice_template(value: str) -> None:
+    check_placeholders(value, allowed=NOTICE_PLACEHOLDERS)
+
+
+class BotLanguage(models.TextChoices):
+    ZH_HANT = "zh-hant", "繁體中文"
+    EN = "en", "English"
 
 
 class LineChannel(models.Model):
@@ -28,6 +45,44 @@ class LineChannel(models.Model):
     mask_before_cloud = models.BooleanField(
         _("mask PII before cloud backends"), default=True,
         help_text=_("Mask PII in what is sent to a backend that is not local."),
+    )
+    # What the people in the chats are told (conversations.notices).
+    operator_name = models.CharField(
+        _("operator"), max_length=100, blank=True, default="",
+        help_text=_("Who runs this bot, as the privacy notice names it: a person or an organisation."),
+    )
+    operator_contact = models.CharField(
+        _("operator contact"), max_length=200, blank=True, default="",
+        help_text=_("Where people in the chats ask about their data: an e-mail address, a web page or a LINE ID."),
+    )
+    language = models.CharField(
+        _("bot language"), max_length=8, choices=BotLanguage.choices, default=BotLanguage.ZH_HANT,
+        help_text=_("The language of the bot's own texts (privacy notice, help, the answer to non-text messages) "
+                    "in a chat whose messages do not suggest another."),
+    )
+    notice_enabled = models.BooleanField(
+        _("send the privacy notice"), default=True,
+        help_text=_("Send a short privacy notice when someone adds the bot as a friend or it joins a group or "
+                    "room. /privacy shows it in any case."),
+    )
+    notice_template = models.TextField(
+        _("privacy notice text"), blank=True, default="", max_length=NOTICE_MAX_LENGTH,
+        # A TextField's max_length reaches forms only; the validator holds everywhere.
+        validators=[MaxLengthValidator(NOTICE_MAX_LENGTH), validate_notice_template],
+        help_text=_("Empty: the built-in notice, in the chat's language. Placeholders, each filled in from the "
+                    "live settings: {operator} who runs the bot, {retention} how long messages are kept, "
+                    "{memory} what is kept of the chat, {models} where answers are generated, {commands} how "
+                    "to opt out or be forgotten."),
+    )
+    non_text_reply_enabled = models.BooleanField(
+        _("answer non-text messages"), default=True,
+        help_text=_("In 1:1 chats, answer an image, video, audio, file or location with a short text saying "
+                    "what the bot can read. Stickers get no answer; groups and rooms never do."),
+    )
+    non_text_reply = models.TextField(
+        _("answer to non-text messages"), blank=True, default="", max_length=NON_TEXT_REPLY_MAX_LENGTH,
+        validators=[MaxLengthValidator(NON_TEXT_REPLY_MAX_LENGTH)],
+        help_text=_("Empty: the built-in text, in the chat's language."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -127,6 +182,8 @@ class Message(models.Model):
     line_message_id = models.CharField(_("LINE message ID"), max_length=32, blank=True, default="")
     webhook_event_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
     reply_token = models.CharField(max_length=64, blank=True, default="")
+    # Of an inbound group or room message the bot answers: LINE's token for quoting it.
+    quote_token = models.CharField(max_length=255, blank=True, default="")
     event_at = models.DateTimeField(_("sent at"))
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.RECEIVED)
     status_changed_at = models.DateTimeField()

@@ -55,12 +55,13 @@ class LineClient:
         self.api = messaging.MessagingApi(messaging.ApiClient(configuration))
         self.timeout = settings.LINE_API_TIMEOUT
 
-    def reply(self, *, reply_token: str, texts: list[str]) -> None:
-        request = self.sdk.ReplyMessageRequest(reply_token=reply_token, messages=self._texts(texts))
+    def reply(self, *, reply_token: str, texts: list[str], quote_token: str = "") -> None:
+        """`quote_token`: the first text quotes the message it belongs to."""
+        request = self.sdk.ReplyMessageRequest(reply_token=reply_token, messages=self._texts(texts, quote_token))
         self._call(self.api.reply_message, request)
 
-    def push(self, *, to: str, texts: list[str], retry_key: str) -> None:
-        request = self.sdk.PushMessageRequest(to=to, messages=self._texts(texts))
+    def push(self, *, to: str, texts: list[str], retry_key: str, quote_token: str = "") -> None:
+        request = self.sdk.PushMessageRequest(to=to, messages=self._texts(texts, quote_token))
         self._call(self.api.push_message, request, x_line_retry_key=retry_key)
 
     def show_loading(self, *, user_id: str, seconds: int) -> None:
@@ -68,8 +69,11 @@ class LineClient:
         request = self.sdk.ShowLoadingAnimationRequest(chat_id=user_id, loading_seconds=seconds)
         self._call(self.api.show_loading_animation, request)
 
-    def _texts(self, texts: list[str]) -> list:
-        return [self.sdk.TextMessage(text=text) for text in texts]
+    def _texts(self, texts: list[str], quote_token: str = "") -> list:
+        messages = [self.sdk.TextMessage(text=text) for text in texts]
+        if quote_token and messages:
+            messages[0].quote_token = quote_token
+        return messages
 
     def display_name(self, *, source_type: str, line_id: str) -> str:
         if source_type == "group":
