@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
 from django.utils.translation import gettext_lazy as _
 
 from core import audit
@@ -16,6 +16,7 @@ from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
 from . import chats, redaction, retention, selectors
+from .channel_admin import ChannelSetupAdminMixin
 from .filters import DateRangeFilter
 from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
 from .paginators import CappedCountPaginator
@@ -30,6 +31,8 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
                   "mask_before_storing", "mask_before_cloud"]
+        # The admin shows help text as HTML, where "<slug>" would vanish.
+        help_texts = {"slug": escape(LineChannel._meta.get_field("slug").help_text)}
 
     def clean(self):
         cleaned = super().clean()
@@ -40,7 +43,7 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 
 
 @admin.register(LineChannel)
-class LineChannelAdmin(AuditedModelAdmin):
+class LineChannelAdmin(ChannelSetupAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.CHANNEL_CHANGE
     form = LineChannelForm
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
