@@ -261,3 +261,11 @@ def test_the_dashboard_shows_pushes_beside_lines_quota(admin_client, webhook, ch
     admin_client.post(check_url(channel), {"next": "/admin/"})
     page = admin_client.get("/admin/").content.decode()
     assert "1, no limit (LINE's count) · 1 push by this bot" in page
+
+
+def test_the_checklist_and_health_speak_traditional_chinese(admin_client, channel, settings):
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hant"
+    assert "開始使用：已完成 0／5 項" in admin_client.get("/admin/").content.decode()
+    page = admin_client.get(change_url(channel)).content.decode()
+    assert "與 LINE 的連線" in page and "等待 LINE" in page and "最後收到事件</dt>\n        <dd>尚未" in page
+    assert "Webhook URL 的一部分：/line/webhook/&lt;slug&gt;/" in page
