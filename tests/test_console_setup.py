@@ -15,11 +15,21 @@ from django_q.models import Schedule
 from conversations import line_check, queue
 from conversations.channel_status import webhook_url_problem
 from conversations.models import ChannelHealth, LineChannel
+from models_registry import selectors as registry_selectors
 from tests.conftest import ACCESS_TOKEN
 from tests.fakes import webhooks as ev
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend_health():
+    """Backend checks are cached per process; a backend of an earlier test (rolled back, so no
+    signal said it went) must not count as answering here."""
+    registry_selectors.forget_backend_health()
+    yield
+    registry_selectors.forget_backend_health()
 
 
 def check_url(channel) -> str:
