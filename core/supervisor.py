@@ -80,10 +80,13 @@ def _wait(children: list[Child], *, requested: list[int], grace: float, say: Cal
 
 
 def _start(command: list[str], *, cwd: str) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=cwd, process_group=0, preexec_fn=_die_with_parent)
+    return subprocess.Popen(command, cwd=cwd, process_group=0, preexec_fn=_prepare_child)
 
 
-def _die_with_parent() -> None:
+def _prepare_child() -> None:
+    # Outside the terminal's foreground group, a write to it would stop the child under
+    # `stty tostop`; ignored, SIGTTOU lets it write.
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -125,6 +128,8 @@ def _take_terminal() -> Callable[[], None]:
     except OSError:
         os.close(terminal)
         return lambda: None
+    # Ctrl-Z would stop this process alone, holding the terminal, with `make` waiting on it.
+    suspend = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
 
     def give_back() -> None:
         try:
@@ -132,6 +137,7 @@ def _take_terminal() -> Callable[[], None]:
         except OSError:
             pass
         os.close(terminal)
+        signal.signal(signal.SIGTSTP, suspend)
 
     return give_back
 

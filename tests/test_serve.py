@@ -158,3 +158,62 @@ def test_ctrl_c_in_a_terminal_ends_make_run_with_status_0(run_env):
     assert "Stopped." in output()
     time.sleep(0.5)
     assert processes_marked(run_env["LINEBOT_RUN_MARKER"]) == []
+
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+QUICK_EXIT = "import sys, time; time.sleep(0.5); sys.exit(3)"
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    """Starts core.supervisor.supervise() in a process of its own, on stub children; afterwards
+    nothing of it may be left."""
+    marker = "stub-" + uuid.uuid4().hex
+
+    def start(commands: dict, grace: float = 30.0) -> subprocess.Popen:
+        script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from core.supervisor import supervise; "
+                  f"sys.exit(supervise(commands={commands!r}, cwd={str(tmp_path)!r}, grace={grace}))")
+        return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "LINEBOT_RUN_MARKER": marker})
+
+    yield start
+    time.sleep(0.3)
+    left = processes_marked(marker)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> str:
+    seen = ""
+    while text not in seen:
+        line = process.stdout.readline().decode()
+        assert line, f"ended before {text!r}: {seen}"
+        seen += line
+    return seen
+
+
+def test_a_second_signal_stops_what_ignores_the_first(supervisor):
+    process = supervisor({"one": [sys.executable, "-c", STUBBORN], "two": [sys.executable, "-c", STUBBORN]})
+    wait_for_line(process, "up")
+    os.killpg(process.pid, signal.SIGINT)
+    wait_for_line(process, "Ctrl-C again")
+    started = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=10)[0].decode()
+    assert process.returncode == 1 and "Stopping at once." in output and time.monotonic() - started < 5
+
+
+def test_a_stop_that_takes_too_long_ends_in_a_kill(supervisor):
+    process = supervisor({"stubborn": [sys.executable, "-c", STUBBORN]}, grace=1)
+    wait_for_line(process, "up")
+    os.killpg(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=10)[0].decode()
+    assert process.returncode == 1 and "Stopping at once." in output
+
+
+def test_a_child_that_exits_stops_the_other(supervisor):
+    process = supervisor({"quits": [sys.executable, "-c", QUICK_EXIT],
+                          "stays": [sys.executable, "-c", "import time; time.sleep(60)"]})
+    output = process.communicate(timeout=10)[0].decode()
+    assert process.returncode == 1 and "quits exited with status 3; stopping the rest." in output
