@@ -31,21 +31,19 @@ migrate: install .env.local
 bootstrap: migrate
 	$(BIN)/python manage.py bootstrap
 
-# The web server and a task worker together; Ctrl-C stops both.
+# The web server and a task worker together; Ctrl-C stops both (manage.py serve sends each
+# one SIGTERM, once: a shell trap's `kill 0` re-signalled django-q2 until it crashed).
 run: bootstrap
 	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	@echo "Serving on http://$(HOST):$(PORT)/ — admin at /admin/, LINE webhook at /line/webhook/"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/python manage.py qcluster & \
-	$(BIN)/gunicorn linebot_site.wsgi --bind $(HOST):$(PORT) --workers $${WEB_WORKERS:-2} --access-logfile - & \
-	wait
+	@$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 test: bootstrap
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Refreshes docs/screenshots/ from the browser tests.
 screenshots: install
-	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py -q
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py tests/test_browser_setup.py -q
 
 bench: install .env.local
 	$(BIN)/python bench/webhook.py

@@ -6,7 +6,7 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -19,6 +19,7 @@ from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
 from . import chats, notices, redaction, retention, selectors
+from .channel_admin import ChannelSetupAdminMixin
 from .filters import DateRangeFilter
 from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
 from .paginators import CappedCountPaginator
@@ -36,6 +37,8 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
                   "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply"]
         widgets = {"notice_template": forms.Textarea(attrs={"rows": 7, "cols": 70}),
                    "non_text_reply": forms.Textarea(attrs={"rows": 2, "cols": 70})}
+        # The admin shows help text as HTML, where "<slug>" would vanish.
+        help_texts = {"slug": escape(LineChannel._meta.get_field("slug").help_text)}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -55,7 +58,7 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
 
 
 @admin.register(LineChannel)
-class LineChannelAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
+class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.CHANNEL_CHANGE
     form = LineChannelForm
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",

@@ -13,11 +13,11 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.prompts import build_prompt
 from models_registry.services import GenerationFailed, generate
 
-from . import notices, selectors
+from . import channel_health, notices, selectors
 from .line.client import LineAPIError, line_client, retry_key
 from .line.plaintext import to_line_text
 from .line.text import batches, split_text
-from .models import Chat, Direction, Message, SourceType, Status
+from .models import Chat, Direction, Message, PushReason, SourceType, Status
 from .pii import mask_pii
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
     }
     for index in range(outbound.delivered_calls, len(calls)):
         texts = calls[index]
-        sent = False
+        sent = refused = False
         if index == 0 and _reply_token_fresh(inbound):
             try:
                 retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts,
@@ -191,6 +191,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
             except LineAPIError as exc:
                 if not exc.invalid_reply_token:
                     raise
+                refused = True
         if not sent and outbound.message_type == notices.NON_TEXT_REPLY_TYPE:
             # By reply or not at all: pushes count against the account's quota.
             raise LineAPIError(status=400, message="The reply token expired; the non-text answer is not pushed.")
@@ -202,6 +203,8 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
             except LineAPIError as exc:
                 if not exc.already_accepted:
                     raise
+            channel_health.count_push(message_id=outbound.pk, channel_id=chat.channel_id,
+                                      reason=_push_reason(index=index, inbound=inbound, refused=refused))
         outbound.delivered_calls = index + 1
         if index + 1 < len(calls):
             Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)
@@ -213,3 +216,14 @@ def _reply_token_fresh(message: Message) -> bool:
         return False
     age = (timezone.now() - message.event_at).total_seconds()
     return age < settings.LINEBOT["REPLY_TOKEN_MAX_AGE"]
+
+
+def _push_reason(*, index: int, inbound: Message, refused: bool) -> str:
+    """Why this call went by push (each one counts against LINE's monthly quota)."""
+    if index:
+        return PushReason.CONTINUED
+    if refused:
+        return PushReason.REFUSED
+    if not inbound.reply_token:
+        return PushReason.NO_TOKEN
+    return PushReason.RETRY if inbound.attempts > 1 else PushReason.LATE

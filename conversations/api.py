@@ -4,6 +4,7 @@ Views are thin: the admin's services do the work (save_with_audit, chats.update_
 redaction.redact_messages, audit.record_conversation_view, selectors.dashboard_stats).
 """
 import django_filters
+from django.conf import settings
 from django.db.models import Q
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -61,6 +62,8 @@ class ChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
         # LINE calls only HTTPS webhooks, whatever scheme this request came in on.
         request = self.context.get("request")
         webhook = reverse("conversations:webhook", args=[channel.slug])
+        if settings.PUBLIC_BASE_URL:
+            return settings.PUBLIC_BASE_URL + webhook
         return f"https://{request.get_host()}{webhook}" if request else webhook
 
 

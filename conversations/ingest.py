@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.caching import TTLCache
 from core.sqlite_writes import one_writer_at_a_time
 
-from . import notices, selectors
+from . import channel_health, notices, selectors
 from .line import events as line_events
 from .models import Chat, Direction, LineChannel, Message, ReplyMode, SourceType, Status
 from .pii import mask_pii
@@ -51,6 +51,7 @@ def ingest_events(*, channel: LineChannel, events: list, destination: str = "") 
 def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResult:
     result = IngestResult()
     with transaction.atomic():
+        channel_health.count_webhook(channel_id=channel.pk, events=len(events))
         for event in events:
             try:
                 outcome = _ingest_event(channel=channel, event=event, careful=careful, result=result)

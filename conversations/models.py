@@ -171,6 +171,16 @@ class Status(models.TextChoices):
     FAILED = "failed", _("failed")
 
 
+class PushReason(models.TextChoices):
+    """Why an answer went by push, which LINE counts against the month's quota, not by the free reply."""
+
+    LATE = "late", _("reply token too old")
+    NO_TOKEN = "no_token", _("no reply token")
+    REFUSED = "refused", _("reply token refused by LINE")
+    RETRY = "retry", _("sent on a retry")
+    CONTINUED = "continued", _("rest of a long answer")
+
+
 class Message(models.Model):
     # Lookups by chat use the composite indexes below; a lone chat_id index would only
     # slow every insert and delete.
@@ -201,6 +211,10 @@ class Message(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     # Of an outbound answer: how many LINE calls (of up to 5 texts each) went through.
     delivered_calls = models.PositiveSmallIntegerField(default=0)
+    # Of those, how many went by push (they count against LINE's monthly quota) and why the first did.
+    push_calls = models.PositiveSmallIntegerField(_("pushes"), default=0)
+    push_reason = models.CharField(_("pushed because"), max_length=16, blank=True, default="",
+                                   choices=PushReason.choices)
     edited = models.BooleanField(default=False)
     unsent = models.BooleanField(default=False)
     redacted = models.BooleanField(_("redacted"), default=False)
@@ -258,3 +272,32 @@ class PrivacyPolicy(models.Model):
 
     def __str__(self) -> str:
         return str(_("Privacy policy"))
+
+
+class ChannelHealth(models.Model):
+    """What the console knows of one channel's link with LINE (conversations.channel_health).
+
+    One row per channel, made on first use; counters change by single UPDATE statements.
+    Kept apart from LineChannel so saving a channel never writes back stale counts.
+    """
+
+    channel = models.OneToOneField(LineChannel, on_delete=models.CASCADE, primary_key=True, related_name="health")
+    last_event_at = models.DateTimeField(_("last event received"), null=True, blank=True)
+    events_day = models.DateField(null=True, blank=True)
+    events_today = models.PositiveIntegerField(default=0)
+    # A signed webhook without events: LINE's Verify button.
+    last_verify_at = models.DateTimeField(_("last verified by LINE"), null=True, blank=True)
+    signatures_rejected = models.PositiveIntegerField(_("signatures rejected"), default=0)
+    last_rejected_at = models.DateTimeField(_("last signature rejected"), null=True, blank=True)
+    pushes_month = models.DateField(null=True, blank=True)
+    pushes_this_month = models.PositiveIntegerField(default=0)
+    # LINE's answers to the last check (conversations.line_check.LineReport), never a secret.
+    line_checked_at = models.DateTimeField(null=True, blank=True)
+    line_report = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("channel health")
+        verbose_name_plural = _("channel health")
+
+    def __str__(self) -> str:
+        return str(self.channel_id)

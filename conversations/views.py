@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from . import channel_health
 from . import ingest, selectors
 from .line import events as line_events
 from .line.signature import signature_is_valid
@@ -36,6 +37,8 @@ def webhook(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     body = request.body
     if not signature_is_valid(body=body, signature=signature, channel_secret=channel.channel_secret):
         logger.warning("Rejected a webhook for channel %s: signature does not match", channel.slug)
+        # On the console too (rare, so one UPDATE is cheap): a wrong channel secret shows there.
+        channel_health.count_rejected_signature(channel_id=channel.pk)
         return _error(403, "Invalid X-Line-Signature.")
     try:
         payload = json.loads(body)

@@ -2,6 +2,7 @@
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -212,6 +213,14 @@ LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")
 LINE_CHANNEL_ACCESS_TOKEN = os.environ.get("LINE_CHANNEL_ACCESS_TOKEN", "")
 LINE_API_HOST = os.environ.get("LINE_API_HOST", "https://api.line.me")
 LINE_API_TIMEOUT = float(os.environ.get("LINE_API_TIMEOUT", "10"))
+# Where LINE and operators reach this site, e.g. https://bot.example.com: the console builds the
+# webhook URL on it (else on the address the browser used). Its host is served, and trusted for
+# CSRF, where a TLS tunnel's forwarded requests would otherwise fail the origin check.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").strip().rstrip("/")
+_public = urlsplit(PUBLIC_BASE_URL)
+if _public.hostname and _public.scheme in ("http", "https"):
+    ALLOWED_HOSTS += [] if _public.hostname in ALLOWED_HOSTS else [_public.hostname]
+    CSRF_TRUSTED_ORIGINS += [f"{_public.scheme}://{_public.netloc}"]
 
 # --- Model backends ----------------------------------------------------------------
 OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "http://localhost:11434")

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path, re_path
 from django.utils.translation import gettext_lazy as _
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -19,6 +20,8 @@ admin.site.index_title = _("Dashboard")
 admin.site.enable_nav_sidebar = False
 # Says when sign-ins are locked (core.signins) instead of "wrong password".
 admin.site.login_form = SignInForm
+# There is no public site: "/" leads to the console, so the admin's "View site" would too.
+admin.site.site_url = None
 
 
 def healthz(request):
@@ -45,6 +48,7 @@ api_urlpatterns = [
 ]
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("", include("conversations.urls")),
     path("healthz", healthz),
     path("api/v1/", include(api_urlpatterns)),

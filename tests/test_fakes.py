@@ -45,7 +45,7 @@ from tests.fakes.fixtures import (  # noqa: F401  (pytest fixtures)
     fake_openai,
     fake_replicate,
 )
-from tests.fakes.line_api import FakeLineAPI, utf16_length
+from tests.fakes.line_api import AUTH_FAILED, FakeLineAPI, utf16_length
 from tests.fakes.line_spec import spec_dir
 from tests.fakes.openai_compat import FakeOpenAICompat
 
@@ -392,6 +392,39 @@ def test_line_profiles_groups_and_bot_info(fake_line_api, messaging_api):
         messaging_api.get_profile(missing)
     assert error.value.status == 404 and json.loads(error.value.body) == {"message": "Not found"}
     assert fake_line_api.stats() == {"profile": 2, "group_summary": 1, "member_profile": 2, "bot_info": 1}
+
+
+@needs_spec
+@pytest.mark.parametrize("path, schema, setup", [
+    ("/v2/bot/info", "BotInfoResponse", {}),
+    ("/v2/bot/message/quota", "MessageQuotaResponse", {"quota_limit": 200}),
+    ("/v2/bot/message/quota", "MessageQuotaResponse", {"quota_limit": None}),
+    ("/v2/bot/message/quota/consumption", "QuotaConsumptionResponse", {"quota_used": 17}),
+    ("/v2/bot/channel/webhook/endpoint", "GetWebhookEndpointResponse", {"webhook_active": False}),
+])
+def test_line_account_answers_are_lines_own(fake_line_api, http, path, schema, setup):
+    """The account endpoints answer as LINE's OpenAPI description says, and 401 a wrong token."""
+    from tests.fakes.line_spec import MESSAGING_SPEC, load_validator
+
+    for name, value in setup.items():
+        setattr(fake_line_api, name, value)
+    response = http.get(f"{fake_line_api.url}{path}", headers={"Authorization": f"Bearer {LINE_ACCESS_TOKEN}"})
+    assert response.status_code == 200
+    assert load_validator(MESSAGING_SPEC).errors(schema, response.json()) == []
+    refused = http.get(f"{fake_line_api.url}{path}", headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401 and refused.json() == {"message": AUTH_FAILED}
+
+
+def test_line_quota_and_webhook_setting_through_the_sdk(fake_line_api, messaging_api):
+    fake_line_api.quota_limit, fake_line_api.quota_used = 1000, 3
+    assert (messaging_api.get_message_quota().value, messaging_api.get_message_quota_consumption().total_usage) == (
+        1000, 3)
+    endpoint = messaging_api.get_webhook_endpoint()
+    assert (endpoint.endpoint, endpoint.active) == (fake_line_api.webhook_endpoint, True)
+    fake_line_api.webhook_endpoint = None
+    with pytest.raises(ApiException) as error:
+        messaging_api.get_webhook_endpoint()
+    assert error.value.status == 404
 
 
 def test_line_reset_forgets_tokens_and_deliveries(fake_line_api, messaging_api):

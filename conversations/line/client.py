@@ -46,14 +46,21 @@ def retry_key(*, message_id: int, call_index: int) -> str:
     return str(uuid.uuid5(RETRY_KEY_NAMESPACE, f"{message_id}:{call_index}"))
 
 
+@dataclass(frozen=True)
+class BotInfo:
+    user_id: str
+    basic_id: str
+    display_name: str
+
+
 class LineClient:
-    def __init__(self, access_token: str) -> None:
+    def __init__(self, access_token: str, *, timeout: float | None = None) -> None:
         from linebot.v3 import messaging
 
         self.sdk = messaging
         configuration = messaging.Configuration(host=settings.LINE_API_HOST, access_token=access_token)
         self.api = messaging.MessagingApi(messaging.ApiClient(configuration))
-        self.timeout = settings.LINE_API_TIMEOUT
+        self.timeout = timeout or settings.LINE_API_TIMEOUT
 
     def reply(self, *, reply_token: str, texts: list[str], quote_token: str = "") -> None:
         """`quote_token`: the first text quotes the message it belongs to."""
@@ -81,6 +88,25 @@ class LineClient:
         if source_type == "user":
             return self._call(self.api.get_profile, line_id).display_name
         return ""
+
+    def bot_info(self) -> BotInfo:
+        """The bot's account; LINE answers 401 when the access token is not valid."""
+        info = self._call(self.api.get_bot_info)
+        return BotInfo(user_id=info.user_id, basic_id=info.basic_id, display_name=info.display_name)
+
+    def message_quota(self) -> int | None:
+        """This month's limit of messages sent other than by reply; None: no limit."""
+        quota = self._call(self.api.get_message_quota)
+        return quota.value if str(getattr(quota.type, "value", quota.type)) == "limited" else None
+
+    def messages_sent_this_month(self) -> int:
+        """What counts against that limit so far, as LINE counts it (per recipient)."""
+        return self._call(self.api.get_message_quota_consumption).total_usage
+
+    def webhook_endpoint(self) -> tuple[str, bool]:
+        """The webhook URL set in the LINE Developers console, and whether "Use webhook" is on."""
+        endpoint = self._call(self.api.get_webhook_endpoint)
+        return endpoint.endpoint, endpoint.active
 
     def _call(self, method, *args, **kwargs):
         try:

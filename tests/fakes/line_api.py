@@ -57,7 +57,7 @@ class FakeLineAPI(FakeServer):
     """The LINE Messaging API endpoints a chatbot uses.
 
     Endpoints for ``fail_next``/``set_delay``: reply, push, loading, profile,
-    group_summary, member_profile, bot_info.
+    group_summary, member_profile, bot_info, quota, quota_consumption, webhook_endpoint.
     """
 
     def __init__(
@@ -83,6 +83,11 @@ class FakeLineAPI(FakeServer):
         self.missing_ids: set[str] = set(missing_ids or ())
         # Reject push targets / loading chat ids that are not real LINE ids.
         self.strict_ids = strict_ids
+        # The account's monthly message quota (None: no limit), what it used, its webhook setting.
+        self.quota_limit: int | None = 500
+        self.quota_used = 0
+        self.webhook_endpoint: str | None = "https://bot.example.com/line/webhook/"
+        self.webhook_active = True
         self.validation_errors: list[dict[str, Any]] = []
         self._spec = load_validator(MESSAGING_SPEC, spec_dir)
         self._delivered: list[Delivery] = []
@@ -270,6 +275,22 @@ class FakeLineAPI(FakeServer):
                 "markAsReadMode": "auto",
             },
         )
+
+    @route("GET", r"/v2/bot/message/quota", "quota")
+    def quota(self, request: RecordedRequest) -> Response:
+        if self.quota_limit is None:
+            return json_response(200, {"type": "none"})
+        return json_response(200, {"type": "limited", "value": self.quota_limit})
+
+    @route("GET", r"/v2/bot/message/quota/consumption", "quota_consumption")
+    def quota_consumption(self, request: RecordedRequest) -> Response:
+        return json_response(200, {"totalUsage": self.quota_used})
+
+    @route("GET", r"/v2/bot/channel/webhook/endpoint", "webhook_endpoint")
+    def get_webhook_endpoint(self, request: RecordedRequest) -> Response:
+        if self.webhook_endpoint is None:
+            return line_error(404, "Not found")
+        return json_response(200, {"endpoint": self.webhook_endpoint, "active": self.webhook_active})
 
     def _profile(self, user_id: str, *, full: bool) -> dict[str, Any]:
         configured = self.profiles.get(user_id)
