@@ -29,6 +29,11 @@ class LineChannel(models.Model):
         _("mask PII before cloud backends"), default=True,
         help_text=_("Mask PII in what is sent to a backend that is not local."),
     )
+    is_simulated = models.BooleanField(
+        _("simulated"), default=False,
+        help_text=_("Played in the console's simulator: its calls go to the in-project LINE emulator, never "
+                    "to LINE, and only the simulator delivers its webhooks. Cannot be changed later."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -201,3 +206,9 @@ class PrivacyPolicy(models.Model):
 
     def __str__(self) -> str:
         return str(_("Privacy policy"))
+
+
+# The simulator's models live beside it; imported here so Django finds them.
+from .simulator.models import (  # noqa: E402, F401
+    ComparisonAnswer, EmulatorCall, PresetComparison, SimulatedChat, SimulatedEvent, SimulatedMember,
+)

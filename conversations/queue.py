@@ -12,6 +12,7 @@ REPLY_TASK = "conversations.tasks.answer_message"
 PROFILE_TASK = "conversations.tasks.refresh_chat_profile"
 SWEEP_TASK = "conversations.tasks.sweep_stuck_messages"
 PURGE_TASK = "conversations.tasks.purge_expired"
+COMPARE_TASK = "conversations.tasks.compare_presets"
 
 
 @lru_cache(maxsize=1)

@@ -34,8 +34,10 @@ def _channels_by_slug() -> dict[str | None, LineChannel]:
     channels = list(LineChannel.objects.all())
     by_slug: dict[str | None, LineChannel] = {channel.slug: channel for channel in channels}
     default = next((channel for channel in channels if channel.is_default), None)
-    if default is None and len(channels) == 1:
-        default = channels[0]
+    real = [channel for channel in channels if not channel.is_simulated]
+    if default is None and len(real) == 1:
+        # The only channel that LINE calls; the simulator's Sandbox does not count.
+        default = real[0]
     if default is not None:
         by_slug[None] = default
     return by_slug
