@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from models_registry.backends import SamplingParams, Turn
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
@@ -17,8 +18,9 @@ from .models import EmulatorCall, SimulatedChat, SimulatedEvent
 
 TIMELINE_MESSAGES = 60
 SENDING_ENDPOINTS = ("reply", "push")
-MEDIA_LABELS = {"sticker": "🙂 sticker", "image": "🖼 image", "video": "🎬 video", "audio": "🎤 voice message",
-                "file": "📄 file", "location": "📍 location"}
+MEDIA_LABELS = {"sticker": gettext_lazy("Sticker"), "image": gettext_lazy("Photo"), "video": gettext_lazy("Video"),
+                "audio": gettext_lazy("Voice message"), "file": gettext_lazy("File"),
+                "location": gettext_lazy("Location")}
 
 
 def simulated_chats() -> list[SimulatedChat]:
@@ -93,7 +95,7 @@ def _shown_text(message: Message) -> str:
     if message.unsent:
         return _("(unsent)")
     if message.message_type != "text":
-        return MEDIA_LABELS.get(message.message_type, f"[{message.message_type}]")
+        return f"[{MEDIA_LABELS.get(message.message_type, message.message_type)}]"
     return message.text
 
 

@@ -51,7 +51,8 @@ def create_simulated_chat(*, channel: LineChannel, source_type: str, title: str 
     user_ids = [events.new_line_id("user") for _ in names]
     with transaction.atomic():
         simulated = SimulatedChat.objects.create(
-            channel=channel, source_type=source_type, title=title.strip()[:100],
+            channel=channel, source_type=source_type,
+            title=names[0] if source_type == SourceType.USER else title.strip()[:100],
             line_id=user_ids[0] if source_type == SourceType.USER else events.new_line_id(source_type),
             created_by=_username(actor))
         SimulatedMember.objects.bulk_create(

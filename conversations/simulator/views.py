@@ -120,6 +120,7 @@ def _page_config(request: HttpRequest, simulated: SimulatedChat) -> dict:
             "params": _("sampling"), "backend": _("backend"), "masked": _("masked for a cloud backend"),
             "quote": _("quoting"), "loading": _("typing…"), "apology": _("No model answered"),
             "pending": _("waiting for the worker…"), "not_delivered": _("stored, not delivered yet"),
+            "retry_key": _("retry key"),
         },
     }
 

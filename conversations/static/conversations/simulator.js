@@ -21,7 +21,7 @@
     if (text !== undefined && text !== null) node.textContent = text;
     return node;
   };
-  const time = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const time = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
   const fill = (template, values) => template.replace(/%\((\w+)\)s/g, (_, key) => values[key] ?? "");
 
   function userItem(item) {
@@ -50,7 +50,7 @@
   function botItem(item) {
     const row = el("li", "sim-row sim-bot");
     if (item.answer_id) row.dataset.answer = item.answer_id;
-    row.append(el("div", "sim-avatar", "🤖"));
+    row.append(avatar());
     const body = el("div", "sim-bot-body");
     body.append(el("div", "sim-name", config.bot));
     for (const bubble of item.bubbles) {
@@ -72,9 +72,11 @@
     return row;
   }
 
+  const avatar = () => el("div", "sim-avatar", (config.bot || "?").trim().charAt(0).toUpperCase());
+
   function loadingItem() {
     const row = el("li", "sim-row sim-bot sim-loading");
-    row.append(el("div", "sim-avatar", "🤖"));
+    row.append(avatar());
     const bubble = el("div", "sim-bubble sim-bot-bubble");
     bubble.title = L.loading;
     const dots = el("span", "sim-dots");
@@ -180,7 +182,7 @@
     if (callsTable) {
       callsTable.replaceChildren(...data.calls.slice().reverse().map((call) => {
         const tr = el("tr", call.status >= 300 ? "sim-call-failed" : "");
-        tr.append(el("td", null, time(call.at)), el("td", null, `${call.method} ${call.endpoint}`),
+        tr.append(el("td", null, time(call.at)), el("td", null, call.endpoint + (call.retry_key ? ` (${L.retry_key})` : "")),
           el("td", null, call.status + (call.error ? ` ${call.error}` : "")), el("td", null, call.messages || ""));
         return tr;
       }));
