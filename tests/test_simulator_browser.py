@@ -170,6 +170,8 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     expect(prompt).to_contain_text("@Sandbox what's the weather")  # the history, as built
     expect(prompt.locator(".sim-turn-user pre").last).to_have_text("@Sandbox hello, who are you?")
     page.locator("#sim-text").fill("Shall we meet at 8?")
+    # The last question, its answer and what the model was sent, in view.
+    page.locator(".sim-row.sim-user").last.evaluate("row => row.scrollIntoView({block: 'start'})")
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "simulator")
 
