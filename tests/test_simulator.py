@@ -334,3 +334,24 @@ def test_a_reply_token_older_than_a_minute_is_not_used_by_the_bot_either(simulat
     assert list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", flat=True)) == [
         "push"]
     assert SimulatedEvent.objects.get(event_type="message").reply_used_at is None
+
+
+def test_a_quote_token_shows_the_quoted_message(simulation, sandbox):
+    from linebot.v3.messaging import PushMessageRequest, TextMessage
+
+    from conversations.line.client import client_for
+
+    simulated = simulation.chat("group", member_names=["Ann"])
+    simulation.say(simulated, "is the shop open on Sunday?")
+    token = SimulatedEvent.objects.get(event_type="message").quote_token
+    client_for(sandbox).api.push_message(PushMessageRequest(to=simulated.line_id, messages=[
+        TextMessage(text="Yes, 10:00 to 18:00.", quote_token=token), TextMessage(text="Anything else?")]))
+    [bot] = items(simulated, "bot")
+    assert bot["via"] == "push"
+    assert bot["bubbles"] == [
+        {"type": "text", "text": "Yes, 10:00 to 18:00.", "quote": {"speaker": "Ann", "text": "is the shop open on Sunday?"}},
+        {"type": "text", "text": "Anything else?"},
+    ]
+    # Not an answer from the log (no retry key of one): the emulator kept these texts itself.
+    assert [m.get("text") for m in EmulatorCall.objects.get(endpoint="push").messages] == [
+        "Yes, 10:00 to 18:00.", "Anything else?"]
