@@ -13,7 +13,7 @@ from conversations.simulator import events, services
 from conversations.simulator.models import EmulatorCall, SimulatedChat, SimulatedEvent, Trouble
 from conversations.simulator.selectors import timeline
 from core.models import AuditEvent
-from models_registry.models import BackendKind, ModelBackend
+from models_registry.models import ModelBackend
 from tests.fakes import webhooks as ev
 from tests.simulation import SANDBOX_SECRET, sandbox, simulation  # noqa: F401 (fixtures)
 

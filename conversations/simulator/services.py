@@ -114,6 +114,9 @@ def rename_member(*, member: SimulatedMember, name: str, actor) -> SimulatedMemb
     if not name:
         raise ValidationError(_("Give the member a name."))
     SimulatedMember.objects.filter(pk=member.pk).update(display_name=name)
+    if member.simulated_chat.source_type == SourceType.USER:
+        # A 1:1 chat is named after its one member, as LINE names it.
+        SimulatedChat.objects.filter(pk=member.simulated_chat_id).update(title=name)
     audit.record(action=AuditAction.SIMULATE, actor=actor, target_type="simulated_chat",
                  target_id=member.simulated_chat_id, details={"member_renamed": True})
     member.display_name = name
