@@ -355,3 +355,17 @@ def test_a_quote_token_shows_the_quoted_message(simulation, sandbox):
     # Not an answer from the log (no retry key of one): the emulator kept these texts itself.
     assert [m.get("text") for m in EmulatorCall.objects.get(endpoint="push").messages] == [
         "Yes, 10:00 to 18:00.", "Anything else?"]
+
+
+def test_the_web_process_serves_the_simulator_without_importing_line_bot_sdk():
+    # line-bot-sdk costs seconds and tens of MB; only a worker calling the emulator loads it.
+    import subprocess
+    import sys
+
+    code = ("import django; django.setup(); import linebot_site.urls; "
+            "import conversations.simulator.views, conversations.simulator.services, conversations.tasks; "
+            "import sys; print(sorted(m for m in sys.modules if m.startswith('linebot.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
