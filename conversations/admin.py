@@ -23,6 +23,8 @@ from .channel_admin import ChannelSetupAdminMixin
 from .filters import DateRangeFilter
 from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
 from .paginators import CappedCountPaginator
+from .simulator import admin as simulator_admin  # noqa: F401  (registers the simulator's pages)
+from .simulator.views import simulator_links
 
 
 class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
@@ -34,7 +36,7 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
                   "mask_before_storing", "mask_before_cloud", "operator_name", "operator_contact", "language",
-                  "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply"]
+                  "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply", "is_simulated"]
         widgets = {"notice_template": forms.Textarea(attrs={"rows": 7, "cols": 70}),
                    "non_text_reply": forms.Textarea(attrs={"rows": 2, "cols": 70})}
         # The admin shows help text as HTML, where "<slug>" would vanish.
@@ -54,6 +56,8 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
         for name in self.secret_fields:
             if not self.instance.pk and not cleaned.get(name):
                 self.add_error(name, _("Required for a new channel."))
+        if cleaned.get("is_default") and (cleaned.get("is_simulated") or self.instance.is_simulated):
+            self.add_error("is_default", _("LINE never calls a simulated channel, so it cannot be the default."))
         return cleaned
 
 
@@ -62,7 +66,7 @@ class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedMo
     audit_action = AuditAction.CHANNEL_CHANGE
     form = LineChannelForm
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
-                    "mask_before_cloud"]
+                    "mask_before_cloud", "is_simulated"]
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
         (None, {"fields": ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default",
@@ -72,6 +76,10 @@ class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedMo
          {"fields": ["operator_name", "operator_contact", "language", "notice_enabled", "notice_template",
                      "non_text_reply_enabled", "non_text_reply"]}),
     ]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A real channel turned simulated would answer its LINE users into the emulator.
+        return [*super().get_readonly_fields(request, obj), *(["is_simulated"] if obj else [])]
 
     @admin.display(description=_("webhook path"))
     def webhook_path(self, channel: LineChannel) -> str:
@@ -191,9 +199,10 @@ class ChatAdmin(AuditedModelAdmin):
     action_form = ChatActionForm
     actions = ["assign_preset", "set_reply_mode", "make_local_only", "allow_cloud"]
     list_display = ["__str__", "source_type", "preset", "reply_mode", "local_only", "message_count",
-                    "last_activity", "retention_policy", "thread_link"]
+                    "last_activity", "retention_policy", "thread_link", "simulated"]
     list_editable = ["preset", "reply_mode", "local_only"]
-    list_filter = ["source_type", "reply_mode", "local_only", "is_active", "legal_hold", "channel"]
+    list_filter = ["source_type", "reply_mode", "local_only", "is_active", "legal_hold", "channel",
+                   ("channel__is_simulated", admin.BooleanFieldListFilter)]
     list_select_related = ["channel", "preset"]
     search_fields = ["display_name", "line_id"]
     readonly_fields = ["channel", "source_type", "line_id", "profile_fetched_at", "retention_policy",
@@ -226,8 +235,10 @@ class ChatAdmin(AuditedModelAdmin):
         return formset
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        chat = self.get_object(request, object_id)
         extra_context = {**(extra_context or {}), "thread_url": reverse(
-            "admin:conversations_chat_thread", args=[object_id])}
+            "admin:conversations_chat_thread", args=[object_id]),
+            **(simulator_links(user=request.user, chat=chat) if chat else {})}
         response = super().change_view(request, object_id, form_url, extra_context)
         # Audited once the admin has let the user see the page, not before.
         if request.method == "GET" and response.status_code == 200:
@@ -253,6 +264,10 @@ class ChatAdmin(AuditedModelAdmin):
     def thread_link(self, chat: Chat) -> str:
         return format_html('<a href="{}">{}</a>', reverse("admin:conversations_chat_thread", args=[chat.pk]),
                            _("Read"))
+
+    @admin.display(description=_("simulated"), boolean=True, ordering="channel__is_simulated")
+    def simulated(self, chat: Chat) -> bool:
+        return chat.channel.is_simulated
 
     @admin.display(description=_("retention"))
     def retention_policy(self, chat: Chat) -> str:
@@ -331,6 +346,7 @@ class ChatAdmin(AuditedModelAdmin):
             "chat": chat,
             "page": page,
             "can_retry": request.user.has_perm("conversations.change_message"),
+            **simulator_links(user=request.user, chat=chat),
         }
         return render(request, "admin/conversations/chat/thread.html", context)
 

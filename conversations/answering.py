@@ -14,7 +14,7 @@ from models_registry.prompts import build_prompt
 from models_registry.services import GenerationFailed, generate
 
 from . import channel_health, notices, selectors
-from .line.client import LineAPIError, line_client, retry_key
+from .line.client import LineAPIError, client_for, retry_key
 from .line.plaintext import to_line_text
 from .line.text import batches, split_text
 from .models import Chat, Direction, Message, PushReason, SourceType, Status
@@ -89,7 +89,7 @@ def _set_status(message: Message, status: str, *, error: str | None = None, skip
 
 def _show_loading(*, chat: Chat) -> None:
     try:
-        line_client(chat.channel.access_token).show_loading(user_id=chat.line_id, seconds=20)
+        client_for(chat.channel).show_loading(user_id=chat.line_id, seconds=20)
     except LineAPIError as exc:
         logger.info("Loading animation not shown in chat %s: %s", chat.pk, exc)
 
@@ -102,8 +102,8 @@ def _compose_answer(*, message: Message) -> Message:
         if preset is None:
             raise GenerationFailed("No sampling preset: set a global default, a channel default or the chat's own.")
         generation = generate(
-            preset=preset, turns=_prompt(message=message, preset=preset), local_only=chat.local_only,
-            prepare=_masked_for_cloud(chat),
+            preset=preset, turns=prompt_turns(message=message, preset=preset), local_only=chat.local_only,
+            prepare=masked_for_cloud(chat),
         )
     except GenerationFailed as exc:
         error = str(exc)
@@ -149,14 +149,17 @@ def _compose_non_text_reply(*, message: Message) -> Message:
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
 
 
-def _prompt(*, message: Message, preset: SamplingPreset) -> list[Turn]:
+def prompt_turns(*, message: Message, preset: SamplingPreset) -> list[Turn]:
+    """What the model is sent for `message` before masking; the simulator and preset
+    comparisons build it with this same function."""
     history = selectors.prompt_history(message=message, turns=preset.history_turns)
     return build_prompt(preset=preset, conversation=[
         Turn("user" if earlier.direction == Direction.IN else "assistant", earlier.text) for earlier in history])
 
 
-def _masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
-    """Masks PII in what goes to a backend that is not local, if the channel says so."""
+def masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
+    """Masks PII in what goes to a backend that is not local, if the channel says so
+    (`generate`'s `prepare`, for answers and for preset comparisons alike)."""
 
     def prepare(backend: ModelBackend, turns: list[Turn]) -> list[Turn]:
         if backend.is_local or not chat.channel.mask_before_cloud:
@@ -172,7 +175,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
     through; returns the number of calls. Progress is recorded after each call but the last,
     which the caller records with the final status."""
     chat = inbound.chat
-    client = line_client(chat.channel.access_token)
+    client = client_for(chat.channel)
     calls = batches(split_text(outbound.text))
     # In a group or room the answer quotes the message it answers, so it is clear whose it is.
     quote = inbound.quote_token if chat.source_type != SourceType.USER else ""

@@ -48,8 +48,9 @@ class ChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
         fields = ["id", "name", "slug", "channel_secret", "access_token", "has_channel_secret", "has_access_token",
                   "webhook_url", "default_preset", "is_default", "bot_user_id", "mask_before_storing",
                   "mask_before_cloud", "operator_name", "operator_contact", "language", "notice_enabled",
-                  "notice_template", "non_text_reply_enabled", "non_text_reply", "created_at", "updated_at"]
-        read_only_fields = ["created_at", "updated_at"]
+                  "notice_template", "non_text_reply_enabled", "non_text_reply", "is_simulated", "created_at",
+                  "updated_at"]
+        read_only_fields = ["is_simulated", "created_at", "updated_at"]
 
     def get_has_channel_secret(self, channel: LineChannel) -> bool:
         return bool(channel.channel_secret)
@@ -88,11 +89,14 @@ class ChannelViewSet(AuditedWritesMixin, mixins.CreateModelMixin, mixins.ListMod
 class ChatSerializer(serializers.ModelSerializer):
     """A LINE chat (1:1, group or room) and how the bot behaves in it."""
 
+    simulated = serializers.BooleanField(source="channel.is_simulated", read_only=True,
+                                         help_text="Played in the console's simulator, not on LINE.")
+
     class Meta:
         model = Chat
         fields = ["id", "channel", "source_type", "line_id", "display_name", "preset", "reply_mode",
                   "reply_prefix", "local_only", "is_active", "retention_days", "legal_hold", "profile_fetched_at",
-                  "created_at", "updated_at"]
+                  "simulated", "created_at", "updated_at"]
         read_only_fields = ["channel", "source_type", "line_id", "display_name", "is_active", "profile_fetched_at",
                             "created_at", "updated_at"]
 
@@ -127,7 +131,7 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
                   viewsets.GenericViewSet):
     """Chats come from LINE; here their settings change. Only PATCH: send what changes."""
 
-    queryset = Chat.objects.order_by("-created_at", "-id")
+    queryset = Chat.objects.select_related("channel").order_by("-created_at", "-id")
     serializer_class = ChatSerializer
     filterset_class = ChatFilter
     http_method_names = ["get", "patch", "head", "options"]

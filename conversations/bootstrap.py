@@ -1,4 +1,5 @@
-"""First-run defaults: a channel from the environment, a local backend and preset, an admin."""
+"""First-run defaults: a channel from the environment, the simulator's Sandbox, a local backend and
+preset, an admin."""
 import secrets
 
 from django.conf import settings
@@ -37,6 +38,7 @@ def bootstrap(*, admin_username: str, admin_password: str | None) -> list[str]:
         )
         report.append(f"Created the default preset {preset.name!r}.")
     report += _default_channel()
+    report += _sandbox_channel()
     report += _admin_account(username=admin_username, password=admin_password)
     report += _groups()
     sweeper.ensure_schedules()
@@ -46,7 +48,7 @@ def bootstrap(*, admin_username: str, admin_password: str | None) -> list[str]:
 def _default_channel() -> list[str]:
     secret, token = settings.LINE_CHANNEL_SECRET, settings.LINE_CHANNEL_ACCESS_TOKEN
     if not (secret and token):
-        if LineChannel.objects.exists():
+        if LineChannel.objects.filter(is_simulated=False).exists():
             return []
         return ["No LINE channel yet: set LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN, or add one in the admin."]
     channel = LineChannel.objects.filter(slug="default").first()
@@ -64,6 +66,21 @@ def _default_channel() -> list[str]:
         channel.save(update_fields=["channel_secret", "access_token", "updated_at"])
         return ["Updated the 'default' LINE channel's secret and token from the environment."]
     return []
+
+
+SIMULATOR_PATH = "/admin/conversations/simulatedchat/"
+
+
+def _sandbox_channel() -> list[str]:
+    """The simulator's channel: a generated secret, and an access token only the emulator reads."""
+    if LineChannel.objects.filter(is_simulated=True).exists():
+        return []
+    slug = "sandbox" if not LineChannel.objects.filter(slug="sandbox").exists() else f"sandbox-{secrets.token_hex(3)}"
+    LineChannel.objects.create(
+        name="Sandbox", slug=slug, is_simulated=True, channel_secret=secrets.token_hex(16),
+        access_token=secrets.token_urlsafe(32), bot_user_id="U" + secrets.token_hex(16),
+    )
+    return [f"Created the Sandbox channel: sign in and open the Simulator ({SIMULATOR_PATH}) to talk to the bot."]
 
 
 GROUP_APPS = ("core", "conversations", "models_registry")

@@ -34,6 +34,8 @@ MESSAGE_COLUMNS = [
     ("chat_type", "chat__source_type"),
     ("chat_id", "chat__line_id"),
     ("chat_name", "chat__display_name"),
+    # Played in the console's simulator, not said on LINE.
+    ("simulated", "chat__channel__is_simulated"),
     ("direction", "direction"),
     ("line_user_id", "line_user_id"),
     ("message_type", "message_type"),
@@ -52,7 +54,7 @@ MESSAGE_COLUMNS = [
     ("completion_tokens", "completion_tokens"),
 ]
 CHAT_COLUMNS = [("chat_type", "source_type"), ("chat_id", "line_id"), ("chat_name", "display_name"),
-                ("channel", "channel__slug"), ("created_at", "created_at")]
+                ("channel", "channel__slug"), ("simulated", "channel__is_simulated"), ("created_at", "created_at")]
 
 
 class ExportError(Exception):

@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from core.audit import keyed_hash
 
-from .line.client import LineAPIError, LineClient
+from .line.client import LineAPIError, LineClient, client_for
 from .models import ChannelHealth, LineChannel
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ def check_with_line(*, channel: LineChannel, now: datetime | None = None) -> Lin
     previous = last_report(channel=channel, health=health)
     if previous is not None and (now - previous.checked_at).total_seconds() < REUSE_SECONDS:
         return previous
-    report = _ask_line(access_token=channel.access_token, now=now)
+    # A simulated channel asks the in-project emulator, never LINE.
+    client = client_for(channel) if channel.is_simulated else LineClient(channel.access_token, timeout=CALL_TIMEOUT)
+    report = _ask_line(client=client, access_token=channel.access_token, now=now)
     if health is None:
         ChannelHealth.objects.get_or_create(channel=channel)
     # Only these two columns: the counters on the row change under us.
@@ -90,8 +92,7 @@ def check_with_line(*, channel: LineChannel, now: datetime | None = None) -> Lin
     return report
 
 
-def _ask_line(*, access_token: str, now: datetime) -> LineReport:
-    client = LineClient(access_token, timeout=CALL_TIMEOUT)
+def _ask_line(*, client: LineClient, access_token: str, now: datetime) -> LineReport:
     token = token_fingerprint(access_token)
     try:
         bot = client.bot_info()

@@ -84,6 +84,11 @@ class LineChannel(models.Model):
         validators=[MaxLengthValidator(NON_TEXT_REPLY_MAX_LENGTH)],
         help_text=_("Empty: the built-in text, in the chat's language."),
     )
+    is_simulated = models.BooleanField(
+        _("simulated"), default=False,
+        help_text=_("Played in the console's simulator: its calls go to the in-project LINE emulator, never "
+                    "to LINE, and only the simulator delivers its webhooks. Cannot be changed later."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -301,3 +306,9 @@ class ChannelHealth(models.Model):
 
     def __str__(self) -> str:
         return str(self.channel_id)
+
+
+# The simulator's models live beside it; imported here so Django finds them.
+from .simulator.models import (  # noqa: E402, F401
+    ComparisonAnswer, EmulatorCall, PresetComparison, SimulatedChat, SimulatedEvent, SimulatedMember,
+)

@@ -24,7 +24,7 @@ from core.retry import retrying
 from models_registry.services import allowed_backends
 
 from . import selectors
-from .line.client import LineAPIError, line_client
+from .line.client import LineAPIError, client_for
 from .line.text import batches, split_text
 from .models import NOTICE_PLACEHOLDERS, BotLanguage, Chat, Direction, LineChannel, Message, SourceType, Status
 from .queue import NOTICE_TASK, enqueue_after_commit
@@ -261,7 +261,7 @@ def send_notice(*, message_id: int) -> None:
     text = privacy_notice(chat=chat)
     Message.objects.filter(pk=notice.pk).update(text=text)
     texts = batches(split_text(text))[0]
-    client = line_client(chat.channel.access_token)
+    client = client_for(chat.channel)
     try:
         retrying(lambda: client.reply(reply_token=notice.reply_token, texts=texts),
                  delays=settings.LINEBOT["LINE_RETRY_DELAYS"],

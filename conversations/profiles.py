@@ -3,7 +3,7 @@ import logging
 
 from django.utils import timezone
 
-from .line.client import LineAPIError, line_client
+from .line.client import LineAPIError, client_for
 from .models import Chat, SourceType
 
 logger = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ def refresh_chat_profile(*, chat_id: int) -> None:
     if chat is None or chat.source_type == SourceType.ROOM:
         return
     try:
-        name = line_client(chat.channel.access_token).display_name(
+        name = client_for(chat.channel).display_name(
             source_type=chat.source_type, line_id=chat.line_id
         )
     except LineAPIError as exc:

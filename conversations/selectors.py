@@ -34,8 +34,10 @@ def _channels_by_slug() -> dict[str | None, LineChannel]:
     channels = list(LineChannel.objects.all())
     by_slug: dict[str | None, LineChannel] = {channel.slug: channel for channel in channels}
     default = next((channel for channel in channels if channel.is_default), None)
-    if default is None and len(channels) == 1:
-        default = channels[0]
+    real = [channel for channel in channels if not channel.is_simulated]
+    if default is None and len(real) == 1:
+        # The only channel that LINE calls; the simulator's Sandbox does not count.
+        default = real[0]
     if default is not None:
         by_slug[None] = default
     return by_slug
@@ -109,9 +111,13 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
     return ThreadPage(messages=list(reversed(page[:size])), older_before_id=older)
 
 
-def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days: int = 7) -> dict:
-    """The dashboard's figures: traffic per day, latency per backend, failures, queue, workers."""
+def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days: int = 7,
+                    include_simulated: bool = True) -> dict:
+    """The dashboard's figures: traffic per day, latency per backend, failures, queue, workers.
+
+    Without `include_simulated`, messages of the simulator's chats are left out."""
     now = now or timezone.now()
+    messages = Message.objects.all() if include_simulated else Message.objects.exclude(chat__channel__is_simulated=True)
     tz = timezone.get_current_timezone()
     first_day = (now.astimezone(tz) - timedelta(days=days - 1)).date()
     # One small GROUP BY per local day, each read from the (event_at, direction) index alone;
@@ -121,24 +127,24 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
     bounds.append(bounds[-1] + timedelta(days=1))
     per_day = []
     for index, day in enumerate(days_list):
-        counts = dict(Message.objects.filter(event_at__gte=bounds[index], event_at__lt=bounds[index + 1])
+        counts = dict(messages.filter(event_at__gte=bounds[index], event_at__lt=bounds[index + 1])
                       .values_list("direction").annotate(n=Count("id")).order_by())
         per_day.append({"day": day, "in": counts.get(Direction.IN, 0), "out": counts.get(Direction.OUT, 0)})
     return {
         "generated_at": now,
         "messages_per_day": per_day,
-        "latency_by_backend": latency_by_backend(since=now - timedelta(days=latency_days)),
-        "failures_24h": Message.objects.filter(
+        "latency_by_backend": latency_by_backend(since=now - timedelta(days=latency_days), messages=messages),
+        "failures_24h": messages.filter(
             direction=Direction.IN, status=Status.FAILED, status_changed_at__gte=now - timedelta(hours=24)).count(),
         "queue_depth": queue_depth(),
         "workers_alive": workers_alive(now=now),
     }
 
 
-def latency_by_backend(*, since: datetime, sample: int = 20_000) -> list[dict]:
+def latency_by_backend(*, since: datetime, sample: int = 20_000, messages: QuerySet | None = None) -> list[dict]:
     """p50 and p95 answer latency per backend since `since`, over at most `sample` recent answers each."""
     result = []
-    answers = Message.objects.filter(direction=Direction.OUT, event_at__gte=since, latency_ms__isnull=False)
+    answers = (Message.objects.all() if messages is None else messages).filter(direction=Direction.OUT, event_at__gte=since, latency_ms__isnull=False)
     for backend_id, name in ModelBackend.objects.order_by("name").values_list("id", "name"):
         recent = answers.filter(backend_id=backend_id).order_by("-event_at")
         values = sorted(recent.values_list("latency_ms", flat=True)[:sample])

@@ -1,5 +1,6 @@
 """django-q2 entry points: thin wrappers over services (their paths are in `queue`)."""
 from . import answering, notices, profiles, retention, sweeper
+from .simulator import compare
 
 
 def answer_message(message_id: int) -> None:
@@ -22,3 +23,7 @@ def sweep_stuck_messages() -> str:
 def purge_expired() -> str:
     report = retention.purge_expired(actor="schedule")
     return f"deleted {report.messages} messages in {len(report.chats)} chats"
+
+
+def compare_presets(comparison_id: int) -> None:
+    compare.run_comparison(comparison_id=comparison_id)

@@ -23,7 +23,9 @@ def _error(status: int, message: str) -> JsonResponse:
 @require_POST
 def webhook(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     channel = selectors.channel_for_webhook(slug=slug)
-    if channel is None:
+    # A simulated channel has no public webhook: only the console's simulator, which signs
+    # in as an operator, hands it events (in this process; see simulator.services).
+    if channel is None or (channel.is_simulated and not getattr(request, "from_simulator", False)):
         return _error(404, "No LINE channel is configured for this webhook URL.")
     signature = request.headers.get("X-Line-Signature")
     if not signature:

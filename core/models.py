@@ -21,6 +21,7 @@ class AuditAction(models.TextChoices):
     ADMIN_LOGIN = "admin_login", _("logged in to the admin")
     SIGNIN_FAILED = "signin_failed", _("failed to sign in")
     SIGNIN_LOCKOUT = "signin_lockout", _("locked out after failed sign-ins")
+    SIMULATE = "simulate", _("sent a simulated LINE event")
 
 
 class AuditEvent(models.Model):

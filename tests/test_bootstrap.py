@@ -27,7 +27,7 @@ def test_bootstrap_creates_defaults_once(settings, capsys, monkeypatch):
     backend = ModelBackend.objects.get()
     assert (backend.kind, backend.base_url, backend.is_local) == ("ollama", "http://ollama.internal:11434", True)
     assert SamplingPreset.objects.get().is_default
-    channel = LineChannel.objects.get()
+    channel = LineChannel.objects.get(is_simulated=False)
     assert (channel.slug, channel.is_default, channel.channel_secret) == ("default", True, "env-secret")
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
     assert Schedule.objects.filter(func=SWEEP_TASK).count() == 1
@@ -42,13 +42,13 @@ def test_bootstrap_takes_a_rotated_token_from_the_environment(settings, capsys):
     run_bootstrap(capsys)
     settings.LINE_CHANNEL_ACCESS_TOKEN = "t2"
     assert "Updated the 'default' LINE channel" in run_bootstrap(capsys)
-    assert LineChannel.objects.get().access_token == "t2"
+    assert LineChannel.objects.get(slug="default").access_token == "t2"
 
 
 def test_bootstrap_without_line_credentials_says_what_to_set(settings, capsys):
     settings.LINE_CHANNEL_SECRET = settings.LINE_CHANNEL_ACCESS_TOKEN = ""
     assert "set LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN" in run_bootstrap(capsys)
-    assert not LineChannel.objects.exists()
+    assert not LineChannel.objects.filter(is_simulated=False).exists()
 
 
 def test_admin_password_from_the_environment_is_not_printed(capsys, monkeypatch):

@@ -195,7 +195,7 @@ def test_export_user_holds_everything_about_them(history, tmp_path, capsys):
     records = read_jsonl(output)
     assert [r for r in records if r["record"] == "chat"] == [
         {"record": "chat", "chat_type": "user", "chat_id": ALICE, "chat_name": "Alice", "channel": "test",
-         "created_at": records[0]["created_at"]}
+         "simulated": False, "created_at": records[0]["created_at"]}
     ]
     texts = {r["text"] for r in records if r["record"] == "message"}
     assert texts == {"明天幾點集合?", "echo: 明天幾點集合?", "[redacted]", "old"}

@@ -54,12 +54,18 @@ class BotInfo:
 
 
 class LineClient:
-    def __init__(self, access_token: str, *, timeout: float | None = None) -> None:
+    def __init__(self, access_token: str, *, host: str | None = None, transport=None,
+                 timeout: float | None = None) -> None:
+        """`transport` replaces the SDK's HTTP connection (the simulator's emulator); the SDK
+        still builds, signs and reads every request as it would for LINE."""
         from linebot.v3 import messaging
 
         self.sdk = messaging
-        configuration = messaging.Configuration(host=settings.LINE_API_HOST, access_token=access_token)
-        self.api = messaging.MessagingApi(messaging.ApiClient(configuration))
+        configuration = messaging.Configuration(host=host or settings.LINE_API_HOST, access_token=access_token)
+        api_client = messaging.ApiClient(configuration)
+        if transport is not None:
+            api_client.rest_client = transport
+        self.api = messaging.MessagingApi(api_client)
         self.timeout = timeout or settings.LINE_API_TIMEOUT
 
     def reply(self, *, reply_token: str, texts: list[str], quote_token: str = "") -> None:
@@ -127,3 +133,13 @@ def _error_message(exc) -> str:
 @lru_cache(maxsize=32)
 def line_client(access_token: str) -> LineClient:
     return LineClient(access_token)
+
+
+def client_for(channel) -> LineClient:
+    """The channel's Messaging API: LINE's, or for a simulated channel the in-project emulator,
+    reached in this process (a worker needs no URL of this site), so nothing reaches LINE."""
+    if channel.is_simulated:
+        from ..simulator.transport import emulated_client
+
+        return emulated_client(channel_id=channel.pk, access_token=channel.access_token)
+    return line_client(channel.access_token)

@@ -19,10 +19,13 @@ def dashboard(context) -> dict | None:
     request = context["request"]
     if not request.user.has_perm("conversations.view_message"):
         return None
-    stats = cache.get("console:dashboard")
+    # ?simulated=hide leaves the simulator's chats out of the counts.
+    hide_simulated = request.GET.get("simulated") == "hide"
+    key = "console:dashboard:real" if hide_simulated else "console:dashboard"
+    stats = cache.get(key)
     if stats is None:
-        stats = selectors.dashboard_stats()
-        cache.set("console:dashboard", stats, CACHE_SECONDS)
+        stats = selectors.dashboard_stats(include_simulated=not hide_simulated)
+        cache.set(key, stats, CACHE_SECONDS)
     per_day = stats["messages_per_day"]
     traffic = grouped_bars([
         (day["day"].strftime("%m-%d"), [
@@ -42,4 +45,5 @@ def dashboard(context) -> dict | None:
         "traffic_chart": traffic,
         "latency_chart": latency,
         "backends": backend_health(),
+        "hide_simulated": hide_simulated,
     }

@@ -1,0 +1,105 @@
+"""The simulator on the real thing: gunicorn and a qcluster process, an operator's session over HTTP.
+
+The web process hands the event to the webhook and returns; the worker answers through the
+emulator in its own process, and the page's JSON shows the loading animation, then the answer.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+
+from conversations.models import LineChannel, Message
+from conversations.simulator.models import EmulatorCall, SimulatedChat
+from models_registry.models import BackendKind, ModelBackend, SamplingPreset
+from tests.fakes.line_api import FakeLineAPI
+from tests.fakes.ollama import FakeOllama
+from tests.test_end_to_end import ROOT, database_url, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def site():
+    with FakeLineAPI() as line_api, FakeOllama(models=("gemma3:4b",), chunk_interval=0.3) as ollama_server:
+        backend = ModelBackend.objects.create(name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url,
+                                              model="gemma3:4b")
+        SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
+        LineChannel.objects.create(name="Sandbox", slug="sandbox", channel_secret="ab" * 16, access_token="token",
+                                   bot_user_id="U" + "cd" * 16, is_simulated=True)
+        get_user_model().objects.create_superuser("operator", password="e2e-operator-password")
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
+               "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "2", "Q_SYNC": "",
+               "PYTHONUNBUFFERED": "1"}
+        processes = [
+            subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}",
+                              "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
+            subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
+        ]
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "no server"
+                time.sleep(0.2)
+            yield base, line_api
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    output, _ = process.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    output, _ = process.communicate()
+                if b"Traceback" in output:
+                    print(output.decode(errors="replace"))
+
+
+def signed_in(base: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=10, follow_redirects=False)
+    client.get("/admin/login/")
+    response = client.post("/admin/login/", data={"username": "operator", "password": "e2e-operator-password",
+                                                  "csrfmiddlewaretoken": client.cookies["csrftoken"]})
+    assert response.status_code == 302
+    return client
+
+
+def test_the_worker_answers_a_simulated_chat_through_the_emulator(site):
+    base, line_api = site
+    client = signed_in(base)
+    channel = LineChannel.objects.get()
+    started = client.post("/admin/conversations/simulatedchat/new/", data={
+        "channel": channel.pk, "source_type": "user", "first_message": "hello from the worker",
+        "csrfmiddlewaretoken": client.cookies["csrftoken"]})
+    assert started.status_code == 302
+    simulated = SimulatedChat.objects.get()
+    poll = f"/admin/conversations/simulatedchat/{simulated.pk}/timeline/"
+    seen_loading = False
+    deadline = time.monotonic() + 60
+    while True:
+        data = client.get(poll).json()
+        kinds = [item["kind"] for item in data["items"]]
+        seen_loading = seen_loading or any(i["kind"] == "loading" and i["active"] for i in data["items"])
+        if "bot" in kinds:
+            break
+        assert time.monotonic() < deadline, f"no answer: {data}"
+        time.sleep(0.1)
+    bot = next(item for item in data["items"] if item["kind"] == "bot")
+    assert bot["bubbles"][0]["text"] == "echo: hello from the worker" and bot["via"] == "reply"
+    assert seen_loading, "the loading animation shows while the model answers"
+    assert Message.objects.get(direction="out").status == "replied"
+    assert set(EmulatorCall.objects.values_list("endpoint", flat=True)) == {"profile", "loading", "reply"}
+    assert line_api.requests == []
