@@ -216,7 +216,9 @@ class ChatAdmin(AuditedModelAdmin):
             "title": str(chat),
             "chat": chat,
             "page": page,
+            # Retry and redact both change messages.
             "can_retry": request.user.has_perm("conversations.change_message"),
+            "here": request.get_full_path(),
         }
         return render(request, "admin/conversations/chat/thread.html", context)
 
@@ -227,6 +229,12 @@ class MessageActionForm(ActionForm):
 
 class RedactForm(forms.Form):
     reason = forms.CharField(label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+    also_answer = forms.BooleanField(label=_("Also redact the bot's answer to it"), required=False)
+
+    def __init__(self, *args, answer: Message | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if answer is None:
+            del self.fields["also_answer"]
 
 
 @admin.register(Message)
@@ -300,21 +308,33 @@ class MessageAdmin(admin.ModelAdmin):
         count = chats.retry_messages(message_ids=list(queryset.values_list("id", flat=True)), actor=request.user)
         self.message_user(request, _("Queued %(count)d failed messages again.") % {"count": count},
                           messages.SUCCESS if count else messages.WARNING)
+        # The thread's Retry button sends `next`, so the operator stays on the thread.
+        if request.POST.get("next"):
+            return HttpResponseRedirect(safe_next(request=request, target=request.POST["next"],
+                                                  default=reverse("admin:conversations_message_changelist")))
+        return None
 
     def redact_view(self, request, message_id: int):
         if not self.has_redact_permission(request):
             raise PermissionDenied
         message = get_object_or_404(Message, pk=message_id)
-        form = RedactForm(request.POST or None)
+        # An answer that repeats the question would keep what is redacted from it: offered, and
+        # ticked when it repeats text of the question.
+        answer = redaction.answer_to_redact(message=message)
+        repeats = answer is not None and redaction.answer_repeats(question=message.text, answer=answer.text)
+        form = RedactForm(request.POST or None, answer=answer, initial={"also_answer": repeats})
+        # A URL, not a view name: redirect() would try to reverse whatever `next` holds.
+        back = safe_next(request=request, target=request.POST.get("next") or request.GET.get("next"),
+                         default=reverse("admin:conversations_message_change", args=[message.pk]))
         if request.method == "POST" and form.is_valid():
-            redaction.redact_messages(message_ids=[message.pk], actor=request.user, reason=form.cleaned_data["reason"])
-            self.message_user(request, _("The message was redacted."), messages.SUCCESS)
-            # A URL, not a view name: redirect() would try to reverse whatever `next` holds.
-            return HttpResponseRedirect(safe_next(
-                request=request, target=request.POST.get("next"),
-                default=reverse("admin:conversations_message_change", args=[message.pk])))
+            ids = [message.pk] + ([answer.pk] if answer is not None and form.cleaned_data.get("also_answer") else [])
+            count = redaction.redact_messages(message_ids=ids, actor=request.user, reason=form.cleaned_data["reason"])
+            self.message_user(request, _("The message was redacted.") if count < 2 else
+                              _("The message and the bot's answer were redacted."), messages.SUCCESS)
+            return HttpResponseRedirect(back)
         context = {**self.admin_site.each_context(request), "opts": self.opts, "message_obj": message,
-                   "form": form, "title": _("Redact message %(id)s") % {"id": message.pk}}
+                   "answer": answer, "answer_repeats": repeats, "form": form, "next": back,
+                   "title": _("Redact message %(id)s") % {"id": message.pk}}
         return render(request, "admin/conversations/message/redact.html", context)
 
 

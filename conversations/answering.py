@@ -103,7 +103,7 @@ def _compose_answer(*, message: Message) -> Message:
         return Message.objects.create(
             chat=chat,
             direction=Direction.OUT,
-            text=completion.text if completion else settings.LINEBOT["APOLOGY_TEXT"],
+            text=_as_stored(chat, completion.text) if completion else settings.LINEBOT["APOLOGY_TEXT"],
             event_at=timezone.now(),
             status=Status.PENDING,
             status_changed_at=timezone.now(),
@@ -118,6 +118,14 @@ def _compose_answer(*, message: Message) -> Message:
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
+
+
+def _as_stored(chat: Chat, text: str) -> str:
+    """The answer masked like the questions when the channel masks before storing: a model may
+    repeat personal data (from its system prompt, or made up). It is sent as stored."""
+    if chat.channel.mask_before_storing:
+        return mask_pii(text, kinds=selectors.masking_kinds()).text
+    return text
 
 
 def _prompt(*, message: Message, preset: SamplingPreset) -> list[Turn]:
