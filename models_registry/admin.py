@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
+from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -24,6 +25,28 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
     class Meta:
         model = ModelBackend
         fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled"]
+
+
+class BackendSettingsForm(forms.ModelForm):
+    """What "Test these settings" reads of the add or change form, which is not saved."""
+
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
+    api_key = forms.CharField(label=_("API key"), required=False)
+
+    class Meta:
+        model = ModelBackend
+        fields = ["kind", "base_url", "model", "timeout"]
+
+
+def model_rows(report) -> list[dict]:
+    """The models a server offers, with what it says of each (size, parameters, quantisation)."""
+    rows = []
+    for name in report.models if report else []:
+        details = report.details.get(name)
+        rows.append({"name": name, "size": details.size_bytes if details else None,
+                     "parameters": details.parameter_size if details else "",
+                     "quantization": details.quantization_level if details else ""})
+    return rows
 
 
 def locality_badge(backend: ModelBackend) -> str:
@@ -54,8 +77,54 @@ class ModelBackendAdmin(AuditedModelAdmin):
         return [
             path("<int:backend_id>/test/", self.admin_site.admin_view(self.test_view),
                  name="models_registry_modelbackend_test"),
+            path("test-settings/", self.admin_site.admin_view(self.test_settings_view),
+                 name="models_registry_modelbackend_test_settings"),
+            path("<int:backend_id>/test-settings/", self.admin_site.admin_view(self.test_settings_view),
+                 name="models_registry_modelbackend_test_settings"),
             *super().get_urls(),
         ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        """Adds "Test these settings" for those who may save what they test."""
+        if obj is None and self.has_add_permission(request):
+            context["test_settings_url"] = reverse("admin:models_registry_modelbackend_test_settings")
+        elif obj is not None and self.has_change_permission(request, obj):
+            context["test_settings_url"] = reverse("admin:models_registry_modelbackend_test_settings", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def test_settings_view(self, request, backend_id: int | None = None):
+        """Checks the settings the add or change form holds, before they are saved.
+
+        It calls the backend, so only on a POST and for those who may add (or change) it. An
+        API key left blank is the saved one; the key is never shown back.
+        """
+        backend = get_object_or_404(ModelBackend, pk=backend_id) if backend_id is not None else None
+        allowed = self.has_change_permission(request, backend) if backend else self.has_add_permission(request)
+        if not allowed:
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        form = BackendSettingsForm(request.POST)
+        report = None
+        if form.is_valid():
+            typed = form.cleaned_data
+            report = services.check_settings(
+                kind=typed["kind"], base_url=typed["base_url"], model=typed["model"],
+                api_key=typed["api_key"] or (backend.api_key if backend else ""), timeout=typed["timeout"])
+        fragment = request.POST.get("_fragment") == "1"
+        context = {
+            **({} if fragment else self.admin_site.each_context(request)),
+            "opts": self.opts,
+            "title": _("Test these settings"),
+            "base_template": "admin/models_registry/modelbackend/fragment.html" if fragment else "admin/base_site.html",
+            "form": form,
+            "report": report,
+            "tested": form.cleaned_data if report else None,
+            "kind_display": dict(BackendKind.choices).get(form.cleaned_data.get("kind")) if report else "",
+            "rows": model_rows(report),
+            "backend": backend,
+        }
+        return render(request, "admin/models_registry/modelbackend/test_settings.html", context)
 
     def test_view(self, request, backend_id: int):
         """Calls the backend with its key, so only for those who may change it, and only on a POST."""
@@ -81,6 +150,7 @@ class ModelBackendAdmin(AuditedModelAdmin):
             "backend": backend,
             "badge": locality_badge(backend),
             "report": report,
+            "rows": model_rows(report),
             "can_pick": backend.kind == BackendKind.OLLAMA,
         }
         return render(request, "admin/models_registry/modelbackend/test.html", context)

@@ -13,6 +13,7 @@ from .base import (  # noqa: F401
     BackendUnavailable,
     Completion,
     ConnectionReport,
+    ModelDetails,
     SamplingParams,
     Turn,
 )

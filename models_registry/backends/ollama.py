@@ -3,12 +3,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import ollama
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .base import (
     BackendConfig,
     BackendRejected,
     Completion,
     ConnectionReport,
+    ModelDetails,
     SamplingParams,
     Turn,
     backend_errors,
@@ -47,15 +50,28 @@ class OllamaBackend:
         )
 
     def check(self) -> ConnectionReport:
+        details: dict[str, ModelDetails] = {}
+
         def installed_models() -> list[str]:
             with self._errors():
-                return [entry.model for entry in self.client.list().models if entry.model]
+                entries = [entry for entry in self.client.list().models if entry.model]
+            for entry in entries:
+                about = entry.details
+                details[entry.model] = ModelDetails(
+                    size_bytes=int(entry.size) if entry.size is not None else None,
+                    parameter_size=(about.parameter_size or "") if about else "",
+                    quantization_level=(about.quantization_level or "") if about else "",
+                    family=(about.family or "") if about else "",
+                )
+            return [entry.model for entry in entries]
 
-        report = checked(self, installed_models)
+        report = checked(self, installed_models, details=details)
         if not report.ok and report.models:
             return ConnectionReport(
-                ok=False, latency_ms=report.latency_ms, models=report.models,
-                detail=f"{report.detail} Run `ollama pull {self.config.model}` on the server.",
+                ok=False, latency_ms=report.latency_ms, models=report.models, details=report.details,
+                detail=format_lazy("{} {}", report.detail, format_lazy(
+                    _("Pull it from the console, or run `ollama pull {model}` on the server."),
+                    model=self.config.model)),
             )
         return report
 

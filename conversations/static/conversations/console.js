@@ -9,3 +9,34 @@ document.addEventListener("click", (event) => {
   if (navigator.clipboard) navigator.clipboard.writeText(field.value).then(done, () => document.execCommand("copy") && done());
   else if (document.execCommand("copy")) done();
 });
+
+// "Test these settings" on the backend form: posts the unsaved form to the test view and
+// shows the result under the button (without JavaScript it opens in a new tab).
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-test-settings]");
+  if (!button || !button.form) return;
+  event.preventDefault();
+  const out = document.getElementById("settings-test-result");
+  const data = new FormData(button.form);
+  data.set("_fragment", "1");
+  button.disabled = true;
+  out.textContent = button.dataset.testing;
+  try {
+    const response = await fetch(button.getAttribute("formaction"), {method: "POST", body: data, credentials: "same-origin"});
+    if (!response.ok) throw new Error(String(response.status));
+    out.innerHTML = await response.text();  // rendered (and escaped) by the server
+  } catch (error) {
+    out.textContent = button.dataset.failed;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// "Use this model" in a test of unsaved settings: fills the form's model field.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-use-model]");
+  const field = button && document.getElementById("id_model");
+  if (!field) return;
+  field.value = button.dataset.useModel;
+  field.focus();
+});
