@@ -18,6 +18,7 @@ class AuditAction(models.TextChoices):
     CHAT_CHANGE = "chat_change", _("changed a chat")
     PRIVACY_CHANGE = "privacy_change", _("changed the privacy policy")
     RETRY = "retry", _("retried a message")
+    MODEL_PULL = "model_pull", _("pulled a model onto a backend")
     ADMIN_LOGIN = "admin_login", _("logged in to the admin")
     SIGNIN_FAILED = "signin_failed", _("failed to sign in")
     SIGNIN_LOCKOUT = "signin_lockout", _("locked out after failed sign-ins")

@@ -14,6 +14,7 @@ from .base import (  # noqa: F401
     Completion,
     ConnectionReport,
     ModelDetails,
+    PullProgress,
     SamplingParams,
     Turn,
 )

@@ -74,6 +74,16 @@ class ConnectionReport:
     details: dict[str, ModelDetails] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """One line of a model download's progress (Ollama's /api/pull stream)."""
+
+    status: str
+    digest: str = ""
+    completed: int | None = None
+    total: int | None = None
+
+
 class BackendError(Exception):
     """A backend did not produce an answer. `transient` errors are worth retrying."""
 

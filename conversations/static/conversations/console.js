@@ -40,3 +40,31 @@ document.addEventListener("click", (event) => {
   field.value = button.dataset.useModel;
   field.focus();
 });
+
+// A model download's progress bar: polls its progress until it is done or failed.
+document.querySelectorAll(".pull-progress[data-polling]").forEach((box) => {
+  const show = (pull) => {
+    box.querySelector("progress").value = pull.percent;
+    box.querySelector(".pull-percent").textContent = `${pull.percent} %`;
+    box.querySelector(".pull-size").textContent = pull.size;
+    box.querySelector(".pull-step").textContent = pull.step;
+    const status = box.querySelector(".pull-status");
+    status.textContent = pull.status_label;
+    status.className = `pull-status status status-${pull.status === "done" ? "replied" : pull.status === "failed" ? "failed" : "pending"}`;
+    const error = box.querySelector(".pull-error");
+    error.textContent = pull.error;
+    error.hidden = !pull.error;
+    box.querySelector(".pull-done").hidden = pull.status !== "done";
+  };
+  const poll = async () => {
+    try {
+      const response = await fetch(box.dataset.progressUrl, {credentials: "same-origin", headers: {Accept: "application/json"}});
+      if (!response.ok) return;
+      const pull = await response.json();
+      show(pull);
+      if (pull.finished) { box.removeAttribute("data-polling"); return; }
+    } catch (error) { /* a dropped poll; the next one tries again */ }
+    setTimeout(poll, 1000);
+  };
+  poll();
+});
