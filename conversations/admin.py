@@ -5,6 +5,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -15,9 +17,9 @@ from core.models import AuditAction
 from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
-from . import chats, redaction, retention, selectors
+from . import chats, labels, redaction, retention, selectors
 from .filters import DateRangeFilter
-from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
+from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode, SourceType
 from .paginators import CappedCountPaginator
 
 
@@ -75,10 +77,25 @@ class ChatForm(forms.ModelForm):
         return cleaned
 
 
+class NotApplicable(forms.HiddenInput):
+    """Keeps a field's value in a list row where it does not apply, and shows a dash."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        return format_html('{}<span class="quiet" title="{}">—</span>', super().render(name, value, attrs, renderer),
+                           _("1:1 chats are always answered."))
+
+
 class ChatListForm(ChatForm):
     """The inline editor of the chat list: a plain select, without the add/edit icons."""
 
     preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.all(), required=False, label=_("Preset"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # 1:1 chats are always answered: no reply mode to choose.
+        if self.instance.source_type == SourceType.USER and "reply_mode" in self.fields:
+            self.fields["reply_mode"].widget = NotApplicable()
+            self.fields["reply_mode"].disabled = True
 
 
 class ChatActionForm(ActionForm):
@@ -112,6 +129,18 @@ class ChatAdmin(AuditedModelAdmin):
         return selectors.with_activity(super().get_queryset(request))
 
     list_per_page = 50
+
+    def has_add_permission(self, request):
+        # Chats come from LINE, when the bot is added or first written to.
+        return False
+
+    def get_fieldsets(self, request, obj=None):
+        """1:1 chats are always answered: their form has no reply mode nor keyword."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.source_type != SourceType.USER:
+            return fieldsets
+        return [(name, {**options, "fields": [f for f in options["fields"] if f not in ("reply_mode", "reply_prefix")]})
+                for name, options in fieldsets]
 
     def get_changelist_form(self, request, **kwargs):
         return super().get_changelist_form(request, form=ChatListForm, **kwargs)
@@ -170,7 +199,9 @@ class ChatAdmin(AuditedModelAdmin):
 
     @admin.display(description=_("oldest message kept"))
     def oldest_message_kept(self, chat: Chat):
-        return retention.oldest_kept(chat=chat) or "—"
+        # A read-only callable is shown as str(): format it like every other time.
+        oldest = retention.oldest_kept(chat=chat)
+        return date_format(timezone.localtime(oldest), "DATETIME_FORMAT") if oldest else "—"
 
     def _bulk(self, request, queryset, **values) -> None:
         try:
@@ -249,6 +280,17 @@ class MessageAdmin(admin.ModelAdmin):
     list_per_page = 50
     raw_id_fields = ["chat", "reply_to"]
     exclude = ["reply_token", "original_hmac"]
+    readonly_fields = ["shown_text", "why_not_answered", "kind"]
+    fieldsets = [
+        (None, {"fields": ["chat", "direction", "line_user_id", "kind", "shown_text", "event_at", "status",
+                           "why_not_answered", "error"]}),
+        (_("Answer"), {"fields": ["reply_to", "preset", "backend", "latency_ms", "prompt_tokens",
+                                  "completion_tokens"]}),
+        (_("Redaction"), {"fields": ["redacted", "redacted_at", "redacted_by", "redaction_reason"]}),
+        (_("Delivery"), {"fields": ["line_message_id", "webhook_event_id", "status_changed_at", "attempts",
+                                    "delivered_calls", "edited", "unsent", "erased", "created_at"],
+                         "classes": ["collapse"]}),
+    ]
     action_form = MessageActionForm
     actions = ["redact_selected", "retry_selected"]
 
@@ -269,12 +311,24 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("text"))
     def short_text(self, obj: Message) -> str:
-        return obj.text[:80]
+        return labels.shown_text(obj)[:80]
+
+    @admin.display(description=_("text"))
+    def shown_text(self, obj: Message) -> str:
+        return labels.shown_text(obj)
+
+    @admin.display(description=_("type"))
+    def kind(self, obj: Message) -> str:
+        return labels.message_type_label(obj.message_type)
+
+    @admin.display(description=_("why not answered"))
+    def why_not_answered(self, obj: Message) -> str:
+        return labels.skip_reason_label(obj.skip_reason) or "—"
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Message) -> str:
         return format_html('<span class="status status-{}" title="{}">{}</span>', obj.status,
-                           obj.error or obj.skip_reason, obj.get_status_display())
+                           obj.error or labels.skip_reason_label(obj.skip_reason), obj.get_status_display())
 
     def get_urls(self):
         return [

@@ -1,5 +1,7 @@
 """The audit trail: one row per operator action on logs or settings."""
 from django.db import models
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 
 
@@ -44,4 +46,6 @@ class AuditEvent(models.Model):
         indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_time")]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action}"
+        # In TIME_ZONE and the console's format, like every other time on the page.
+        when = date_format(timezone.localtime(self.created_at), "DATETIME_FORMAT") if self.created_at else ""
+        return f"{when} {self.actor_username or _('system')} {self.get_action_display()}"

@@ -2,46 +2,18 @@
 from django import template
 from django.core.cache import cache
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from models_registry.selectors import backend_health
 
-from .. import selectors
+from .. import labels, selectors
 from ..charts import grouped_bars
 
 register = template.Library()
 
 CACHE_SECONDS = 15
 
-# Why the bot stayed silent (Message.skip_reason, set by ingest) and LINE's message types,
-# as the console shows them.
-SKIP_REASONS = {
-    "standby": gettext_lazy("standby mode"),
-    "not text": gettext_lazy("not text"),
-    "not mentioned": gettext_lazy("not mentioned"),
-    "no keyword": gettext_lazy("no keyword"),
-    "reply mode off": gettext_lazy("reply mode off"),
-    "unsent": gettext_lazy("unsent"),
-}
-MESSAGE_TYPES = {
-    "text": gettext_lazy("text"),
-    "image": gettext_lazy("image"),
-    "video": gettext_lazy("video"),
-    "audio": gettext_lazy("audio"),
-    "file": gettext_lazy("file"),
-    "location": gettext_lazy("location"),
-    "sticker": gettext_lazy("sticker"),
-}
-
-
-@register.filter
-def skip_reason_label(reason: str) -> str:
-    return SKIP_REASONS.get(reason, reason)
-
-
-@register.filter
-def message_type_label(message_type: str) -> str:
-    return MESSAGE_TYPES.get(message_type, message_type)
+register.filter("skip_reason_label", labels.skip_reason_label)
+register.filter("message_type_label", labels.message_type_label)
 
 
 @register.simple_tag(takes_context=True)

@@ -68,3 +68,13 @@ document.querySelectorAll(".pull-progress[data-polling]").forEach((box) => {
   };
   poll();
 });
+
+// Lists that become cards on a phone: each cell carries its column's name (see console.css).
+document.querySelectorAll("#result_list").forEach((table) => {
+  const labels = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  table.querySelectorAll("tbody tr").forEach((row) => {
+    [...row.children].forEach((cell, index) => {
+      if (labels[index]) cell.dataset.label = labels[index];
+    });
+  });
+});
