@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from core import audit
@@ -280,11 +280,11 @@ class MessageAdmin(admin.ModelAdmin):
     list_per_page = 50
     raw_id_fields = ["chat", "reply_to"]
     exclude = ["reply_token", "original_hmac"]
-    readonly_fields = ["shown_text", "why_not_answered", "kind"]
+    readonly_fields = ["shown_text", "why_not_answered", "kind", "answer"]
     fieldsets = [
         (None, {"fields": ["chat", "direction", "line_user_id", "kind", "shown_text", "event_at", "status",
                            "why_not_answered", "error"]}),
-        (_("Answer"), {"fields": ["reply_to", "preset", "backend", "latency_ms", "prompt_tokens",
+        (_("Answer"), {"fields": ["answer", "reply_to", "preset", "backend", "latency_ms", "prompt_tokens",
                                   "completion_tokens"]}),
         (_("Redaction"), {"fields": ["redacted", "redacted_at", "redacted_by", "redaction_reason"]}),
         (_("Delivery"), {"fields": ["line_message_id", "webhook_event_id", "status_changed_at", "attempts",
@@ -316,6 +316,20 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description=_("text"))
     def shown_text(self, obj: Message) -> str:
         return labels.shown_text(obj)
+
+    def get_fieldsets(self, request, obj=None):
+        """A question shows a link to its answer; an answer, what it answers and how it was made."""
+        inbound = obj is not None and obj.direction == "in"
+        drop = {"reply_to", "preset", "backend", "latency_ms", "prompt_tokens", "completion_tokens"} if inbound \
+            else {"answer"}
+        return [(name, {**options, "fields": [f for f in options["fields"] if f not in drop]})
+                for name, options in super().get_fieldsets(request, obj)]
+
+    @admin.display(description=_("the bot's answer"))
+    def answer(self, obj: Message) -> str:
+        answers = obj.replies.filter(direction="out").order_by("id")
+        return format_html_join(", ", '<a href="{}">#{}</a>', (
+            (reverse("admin:conversations_message_change", args=[a.pk]), a.pk) for a in answers)) or "—"
 
     @admin.display(description=_("type"))
     def kind(self, obj: Message) -> str:

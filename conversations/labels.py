@@ -1,6 +1,7 @@
 """How the console words values stored as plain strings: why the bot stayed silent, LINE's
 message types, and the redaction marker (stored as "[redacted]" whatever the language)."""
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from .models import Message
 from .redaction import REDACTED_TEXT
@@ -15,7 +16,7 @@ SKIP_REASONS = {
     "unsent": _("unsent"),
 }
 MESSAGE_TYPES = {
-    "text": _("text"),
+    "text": pgettext_lazy("message type", "text"),
     "image": _("image"),
     "video": _("video"),
     "audio": _("audio"),

@@ -64,7 +64,8 @@ PULL_STEPS = {
 
 def pull_progress(pull) -> dict:
     """What the page shows of a download, in the operator's language."""
-    step = PULL_STEPS.get(pull.step) or (_("downloading") if pull.step.startswith("pulling ") else pull.step)
+    step = "" if pull.finished else (
+        PULL_STEPS.get(pull.step) or (_("downloading") if pull.step.startswith("pulling ") else pull.step))
     return {
         "id": pull.pk, "model": pull.model, "status": pull.status, "status_label": str(pull.get_status_display()),
         "step": str(step), "percent": pull.percent, "completed": pull.completed, "total": pull.total,

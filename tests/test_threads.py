@@ -154,3 +154,15 @@ def test_answers_are_stored_as_written_when_the_channel_does_not_mask(webhook, o
     ollama_server.responder = lambda messages, options: "請撥 0912-345-678"
     webhook.post(ev.text_message_event("客服電話是多少？"))
     assert Message.objects.get(direction="out").text == "請撥 0912-345-678"
+
+
+def test_a_questions_page_links_to_its_answer_and_an_answers_page_to_its_question(admin_client, make_chat,
+                                                                                  make_message):
+    chat = make_chat(GROUP)
+    question = make_message(chat, "週六要去爬山嗎？", user=ALICE)
+    answer = make_message(chat, "好啊！", direction="out", reply_to=question, latency_ms=820)
+    page = admin_client.get(f"/admin/conversations/message/{question.pk}/change/").content.decode()
+    assert f'href="/admin/conversations/message/{answer.pk}/change/">#{answer.pk}</a>' in page
+    assert "field-latency_ms" not in page
+    page = admin_client.get(f"/admin/conversations/message/{answer.pk}/change/").content.decode()
+    assert "field-reply_to" in page and "820" in page and "field-answer" not in page
