@@ -8,12 +8,14 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from core import audit
 from core.models import AuditAction, AuditEvent
 from conversations.models import Chat, Message
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
+from models_registry.selectors import forget_backend_health
 from tests.fakes import webhooks as ev
 from tests.test_browser import CHROMIUM, bot_world, browser, log_in, shot, submit  # noqa: F401  (fixtures)
 from tests.test_browser import pytestmark  # noqa: F401  (live server database, Chromium present)
@@ -60,6 +62,8 @@ def console(bot_world, live_server):
     """A console with something on every page: a backend, a preset, a group thread with an
     answered, a skipped, a failed and a redacted message, a 1:1 chat, audit events."""
     ollama_server, line_api, group = bot_world
+    cache.clear()  # the dashboard's figures and backend health of an earlier test
+    forget_backend_health()
     ollama_server.responder = lambda messages, options: "明天午後可能會下雨，出門記得帶傘。"
     channel = group.channel
     channel.name = "商店機器人"
@@ -109,13 +113,15 @@ def test_every_main_page_reads_in_traditional_chinese(browser, console):
     context, page = zh_hant_page(browser, base)
     found: dict[str, list[str]] = {}
 
-    def check(name: str, url: str | None = None, action=None) -> None:
+    def check(name: str, url: str | None = None, action=None, screenshot: str = "") -> None:
         if url:
             page.goto(base + url)
         if action:
             action()
         page.wait_for_load_state()
         assert page.get_attribute("html", "lang") == "zh-hant", name
+        if screenshot:  # before the data is taken out of the page
+            shot(page, screenshot)
         words = english_words(visible_text(page))
         if words:
             found[name] = words
@@ -128,6 +134,7 @@ def test_every_main_page_reads_in_traditional_chinese(browser, console):
         page.fill("#id_model", "qwen3:8b")
         page.click("[data-test-settings]")
         page.wait_for_selector("#settings-test-result .connection-report")
+        page.locator("#settings-test-result").scroll_into_view_if_needed()
 
     def download():
         page.fill("#pull-model", "qwen3:8b")
@@ -167,15 +174,14 @@ def test_every_main_page_reads_in_traditional_chinese(browser, console):
         ("schedules", "/admin/django_q/schedule/"),
     ]
     for name, url in chat_pages:
-        check(name, url)
+        check(name, url, screenshot="thread-zh-hant" if name == "group thread" else "")
     check("backend", f"/admin/models_registry/modelbackend/{backend.pk}/change/")
-    check("backend settings tested", action=test_unsaved_settings)
+    check("backend settings tested", action=test_unsaved_settings, screenshot="backend-settings-zh-hant")
     check("test connection", f"/admin/models_registry/modelbackend/{backend.pk}/test/")
     check("test connection result", action=test_connection)
-    check("model downloaded", action=download)
+    check("model downloaded", action=download, screenshot="model-download-zh-hant")
     check("playground", "/admin/models_registry/samplingpreset/playground/")
-    check("playground answer", action=playground)
-    shot(page, "playground-zh-hant")
+    check("playground answer", action=playground, screenshot="playground-zh-hant")
     context.close()
     assert not found, "English left on zh-Hant pages:\n" + "\n".join(f"{k}: {v}" for k, v in found.items())
 
