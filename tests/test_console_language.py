@@ -4,6 +4,7 @@ from datetime import datetime, timezone as dt_timezone
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import translation
 
 from core import audit
@@ -11,6 +12,14 @@ from core.models import AuditAction, AuditEvent
 from conversations.models import Message
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_dashboard():
+    """The dashboard caches its figures for seconds: none of ours may reach another test."""
+    cache.clear()
+    yield
+    cache.clear()
 
 ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-hant"}
 # 14:41:38 UTC is 22:41:38 in Taipei.

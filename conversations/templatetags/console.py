@@ -1,4 +1,4 @@
-"""The dashboard's figures for the admin index page."""
+"""The dashboard's figures for the admin index page, and the console's wording of stored values."""
 from django import template
 from django.core.cache import cache
 from django.utils.translation import gettext as _
