@@ -6,7 +6,9 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.utils.html import escape, format_html
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import escape, format_html, format_html_join
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -18,10 +20,10 @@ from core.models import AuditAction
 from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
-from . import chats, notices, redaction, retention, selectors
+from . import chats, labels, notices, redaction, retention, selectors
 from .channel_admin import ChannelSetupAdminMixin
 from .filters import DateRangeFilter
-from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
+from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode, SourceType
 from .paginators import CappedCountPaginator
 from .simulator import admin as simulator_admin  # noqa: F401  (registers the simulator's pages)
 from .simulator.views import simulator_links
@@ -179,10 +181,25 @@ class ChatForm(forms.ModelForm):
         return cleaned
 
 
+class NotApplicable(forms.HiddenInput):
+    """Keeps a field's value in a list row where it does not apply, and shows a dash."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        return format_html('{}<span class="quiet" title="{}">—</span>', super().render(name, value, attrs, renderer),
+                           _("1:1 chats are always answered."))
+
+
 class ChatListForm(ChatForm):
     """The inline editor of the chat list: a plain select, without the add/edit icons."""
 
     preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.all(), required=False, label=_("Preset"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # 1:1 chats are always answered: no reply mode to choose.
+        if self.instance.source_type == SourceType.USER and "reply_mode" in self.fields:
+            self.fields["reply_mode"].widget = NotApplicable()
+            self.fields["reply_mode"].disabled = True
 
 
 class ChatActionForm(ActionForm):
@@ -217,6 +234,18 @@ class ChatAdmin(AuditedModelAdmin):
         return selectors.with_activity(super().get_queryset(request))
 
     list_per_page = 50
+
+    def has_add_permission(self, request):
+        # Chats come from LINE, when the bot is added or first written to.
+        return False
+
+    def get_fieldsets(self, request, obj=None):
+        """1:1 chats are always answered: their form has no reply mode nor keyword."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.source_type != SourceType.USER:
+            return fieldsets
+        return [(name, {**options, "fields": [f for f in options["fields"] if f not in ("reply_mode", "reply_prefix")]})
+                for name, options in fieldsets]
 
     def get_changelist_form(self, request, **kwargs):
         return super().get_changelist_form(request, form=ChatListForm, **kwargs)
@@ -281,7 +310,9 @@ class ChatAdmin(AuditedModelAdmin):
 
     @admin.display(description=_("oldest message kept"))
     def oldest_message_kept(self, chat: Chat):
-        return retention.oldest_kept(chat=chat) or "—"
+        # A read-only callable is shown as str(): format it like every other time.
+        oldest = retention.oldest_kept(chat=chat)
+        return date_format(timezone.localtime(oldest), "DATETIME_FORMAT") if oldest else "—"
 
     def _bulk(self, request, queryset, **values) -> None:
         try:
@@ -345,8 +376,10 @@ class ChatAdmin(AuditedModelAdmin):
             "title": str(chat),
             "chat": chat,
             "page": page,
+            # Retry and redact both change messages.
             "can_retry": request.user.has_perm("conversations.change_message"),
             **simulator_links(user=request.user, chat=chat),
+            "here": request.get_full_path(),
         }
         return render(request, "admin/conversations/chat/thread.html", context)
 
@@ -357,6 +390,12 @@ class MessageActionForm(ActionForm):
 
 class RedactForm(forms.Form):
     reason = forms.CharField(label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+    also_answer = forms.BooleanField(label=_("Also redact the bot's answer to it"), required=False)
+
+    def __init__(self, *args, answer: Message | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if answer is None:
+            del self.fields["also_answer"]
 
 
 @admin.register(Message)
@@ -374,6 +413,17 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_per_page = 50
     raw_id_fields = ["chat", "reply_to"]
     exclude = ["reply_token", "quote_token", "original_hmac"]
+    readonly_fields = ["shown_text", "why_not_answered", "kind", "answer"]
+    fieldsets = [
+        (None, {"fields": ["chat", "direction", "line_user_id", "kind", "shown_text", "event_at", "status",
+                           "why_not_answered", "error"]}),
+        (_("Answer"), {"fields": ["answer", "reply_to", "preset", "backend", "latency_ms", "prompt_tokens",
+                                  "completion_tokens"]}),
+        (_("Redaction"), {"fields": ["redacted", "redacted_at", "redacted_by", "redaction_reason"]}),
+        (_("Delivery"), {"fields": ["line_message_id", "webhook_event_id", "status_changed_at", "attempts",
+                                    "delivered_calls", "push_calls", "push_reason", "edited", "unsent", "erased", "created_at"],
+                         "classes": ["collapse"]}),
+    ]
     action_form = MessageActionForm
     actions = ["redact_selected", "retry_selected"]
 
@@ -388,12 +438,38 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("text"))
     def short_text(self, obj: Message) -> str:
-        return obj.text[:80]
+        return labels.shown_text(obj)[:80]
+
+    @admin.display(description=_("text"))
+    def shown_text(self, obj: Message) -> str:
+        return labels.shown_text(obj)
+
+    def get_fieldsets(self, request, obj=None):
+        """A question shows a link to its answer; an answer, what it answers and how it was made."""
+        inbound = obj is not None and obj.direction == "in"
+        drop = {"reply_to", "preset", "backend", "latency_ms", "prompt_tokens", "completion_tokens"} if inbound \
+            else {"answer"}
+        return [(name, {**options, "fields": [f for f in options["fields"] if f not in drop]})
+                for name, options in super().get_fieldsets(request, obj)]
+
+    @admin.display(description=_("the bot's answer"))
+    def answer(self, obj: Message) -> str:
+        answers = obj.replies.filter(direction="out").order_by("id")
+        return format_html_join(", ", '<a href="{}">#{}</a>', (
+            (reverse("admin:conversations_message_change", args=[a.pk]), a.pk) for a in answers)) or "—"
+
+    @admin.display(description=_("type"))
+    def kind(self, obj: Message) -> str:
+        return labels.message_type_label(obj.message_type)
+
+    @admin.display(description=_("why not answered"))
+    def why_not_answered(self, obj: Message) -> str:
+        return labels.skip_reason_label(obj.skip_reason) or "—"
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Message) -> str:
         return format_html('<span class="status status-{}" title="{}">{}</span>', obj.status,
-                           obj.error or obj.skip_reason, obj.get_status_display())
+                           obj.error or labels.skip_reason_label(obj.skip_reason), obj.get_status_display())
 
     def get_urls(self):
         return [
@@ -427,21 +503,33 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         count = chats.retry_messages(message_ids=list(queryset.values_list("id", flat=True)), actor=request.user)
         self.message_user(request, _("Queued %(count)d failed messages again.") % {"count": count},
                           messages.SUCCESS if count else messages.WARNING)
+        # The thread's Retry button sends `next`, so the operator stays on the thread.
+        if request.POST.get("next"):
+            return HttpResponseRedirect(safe_next(request=request, target=request.POST["next"],
+                                                  default=reverse("admin:conversations_message_changelist")))
+        return None
 
     def redact_view(self, request, message_id: int):
         if not self.has_redact_permission(request):
             raise PermissionDenied
         message = get_object_or_404(Message, pk=message_id)
-        form = RedactForm(request.POST or None)
+        # An answer that repeats the question would keep what is redacted from it: offered, and
+        # ticked when it repeats text of the question.
+        answer = redaction.answer_to_redact(message=message)
+        repeats = answer is not None and redaction.answer_repeats(question=message.text, answer=answer.text)
+        form = RedactForm(request.POST or None, answer=answer, initial={"also_answer": repeats})
+        # A URL, not a view name: redirect() would try to reverse whatever `next` holds.
+        back = safe_next(request=request, target=request.POST.get("next") or request.GET.get("next"),
+                         default=reverse("admin:conversations_message_change", args=[message.pk]))
         if request.method == "POST" and form.is_valid():
-            redaction.redact_messages(message_ids=[message.pk], actor=request.user, reason=form.cleaned_data["reason"])
-            self.message_user(request, _("The message was redacted."), messages.SUCCESS)
-            # A URL, not a view name: redirect() would try to reverse whatever `next` holds.
-            return HttpResponseRedirect(safe_next(
-                request=request, target=request.POST.get("next"),
-                default=reverse("admin:conversations_message_change", args=[message.pk])))
+            ids = [message.pk] + ([answer.pk] if answer is not None and form.cleaned_data.get("also_answer") else [])
+            count = redaction.redact_messages(message_ids=ids, actor=request.user, reason=form.cleaned_data["reason"])
+            self.message_user(request, _("The message was redacted.") if count < 2 else
+                              _("The message and the bot's answer were redacted."), messages.SUCCESS)
+            return HttpResponseRedirect(back)
         context = {**self.admin_site.each_context(request), "opts": self.opts, "message_obj": message,
-                   "form": form, "title": _("Redact message %(id)s") % {"id": message.pk}}
+                   "answer": answer, "answer_repeats": repeats, "form": form, "next": back,
+                   "title": _("Redact message %(id)s") % {"id": message.pk}}
         return render(request, "admin/conversations/message/redact.html", context)
 
 

@@ -115,7 +115,7 @@ def _compose_answer(*, message: Message) -> Message:
         return Message.objects.create(
             chat=chat,
             direction=Direction.OUT,
-            text=_line_ready(completion.text) if completion else settings.LINEBOT["APOLOGY_TEXT"],
+            text=_as_stored(chat, _line_ready(completion.text)) if completion else settings.LINEBOT["APOLOGY_TEXT"],
             event_at=timezone.now(),
             status=Status.PENDING,
             status_changed_at=timezone.now(),
@@ -147,6 +147,14 @@ def _compose_non_text_reply(*, message: Message) -> Message:
         )
     except IntegrityError:
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
+
+
+def _as_stored(chat: Chat, text: str) -> str:
+    """The answer masked like the questions when the channel masks before storing: a model may
+    repeat personal data (from its system prompt, or made up). It is sent as stored."""
+    if chat.channel.mask_before_storing:
+        return mask_pii(text, kinds=selectors.masking_kinds()).text
+    return text
 
 
 def prompt_turns(*, message: Message, preset: SamplingPreset) -> list[Turn]:

@@ -27,7 +27,7 @@ class BotLanguage(models.TextChoices):
 
 class LineChannel(models.Model):
     name = models.CharField(_("name"), max_length=100)
-    slug = models.SlugField(_("slug"), unique=True, help_text=_("Part of the webhook URL: /line/webhook/<slug>/"))
+    slug = models.SlugField(_("slug"), unique=True, help_text=_("Part of the webhook URL, as in /line/webhook/shop/."))
     channel_secret = EncryptedTextField(_("channel secret"))
     access_token = EncryptedTextField(_("channel access token"))
     bot_user_id = models.CharField(_("bot user ID"), max_length=64, blank=True, default="")
@@ -118,7 +118,7 @@ class ReplyMode(models.TextChoices):
 
 
 class Chat(models.Model):
-    channel = models.ForeignKey(LineChannel, on_delete=models.CASCADE, related_name="chats")
+    channel = models.ForeignKey(LineChannel, on_delete=models.CASCADE, related_name="chats", verbose_name=_("channel"))
     source_type = models.CharField(_("type"), max_length=8, choices=SourceType.choices)
     line_id = models.CharField(_("LINE ID"), max_length=64)
     display_name = models.CharField(_("name"), max_length=200, blank=True, default="")
@@ -143,7 +143,7 @@ class Chat(models.Model):
     legal_hold = models.BooleanField(
         _("legal hold"), default=False, help_text=_("Suspends all deletion of this chat's messages.")
     )
-    profile_fetched_at = models.DateTimeField(null=True, blank=True)
+    profile_fetched_at = models.DateTimeField(_("name looked up at"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -189,47 +189,49 @@ class PushReason(models.TextChoices):
 class Message(models.Model):
     # Lookups by chat use the composite indexes below; a lone chat_id index would only
     # slow every insert and delete.
-    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages", db_index=False,
+                             verbose_name=_("chat"))
     direction = models.CharField(_("direction"), max_length=3, choices=Direction.choices)
     line_user_id = models.CharField(_("LINE user ID"), max_length=64, blank=True, default="")
     message_type = models.CharField(_("type"), max_length=16, default="text")
     text = models.TextField(_("text"), blank=True, default="")
     line_message_id = models.CharField(_("LINE message ID"), max_length=32, blank=True, default="")
-    webhook_event_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    webhook_event_id = models.CharField(_("webhook event ID"), max_length=64, unique=True, null=True, blank=True)
     reply_token = models.CharField(max_length=64, blank=True, default="")
     # Of an inbound group or room message the bot answers: LINE's token for quoting it.
     quote_token = models.CharField(max_length=255, blank=True, default="")
     event_at = models.DateTimeField(_("sent at"))
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.RECEIVED)
-    status_changed_at = models.DateTimeField()
-    skip_reason = models.CharField(max_length=32, blank=True, default="")
+    status_changed_at = models.DateTimeField(_("status changed at"))
+    skip_reason = models.CharField(_("why not answered"), max_length=32, blank=True, default="")
     reply_to = models.ForeignKey(
         "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies", verbose_name=_("reply to")
     )
-    preset = models.ForeignKey(SamplingPreset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    preset = models.ForeignKey(SamplingPreset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                               verbose_name=_("preset"))
     backend = models.ForeignKey(ModelBackend, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                                db_index=False)
+                                db_index=False, verbose_name=_("backend"))
     latency_ms = models.PositiveIntegerField(_("latency (ms)"), null=True, blank=True)
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(_("answer tokens"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True, default="")
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     # Of an outbound answer: how many LINE calls (of up to 5 texts each) went through.
-    delivered_calls = models.PositiveSmallIntegerField(default=0)
+    delivered_calls = models.PositiveSmallIntegerField(_("LINE calls sent"), default=0)
     # Of those, how many went by push (they count against LINE's monthly quota) and why the first did.
     push_calls = models.PositiveSmallIntegerField(_("pushes"), default=0)
     push_reason = models.CharField(_("pushed because"), max_length=16, blank=True, default="",
                                    choices=PushReason.choices)
-    edited = models.BooleanField(default=False)
-    unsent = models.BooleanField(default=False)
+    edited = models.BooleanField(_("edited"), default=False)
+    unsent = models.BooleanField(_("unsent"), default=False)
     redacted = models.BooleanField(_("redacted"), default=False)
-    redacted_at = models.DateTimeField(null=True, blank=True)
-    redacted_by = models.CharField(max_length=150, blank=True, default="")
-    redaction_reason = models.CharField(max_length=500, blank=True, default="")
+    redacted_at = models.DateTimeField(_("redacted at"), null=True, blank=True)
+    redacted_by = models.CharField(_("redacted by"), max_length=150, blank=True, default="")
+    redaction_reason = models.CharField(_("reason for redaction"), max_length=500, blank=True, default="")
     # HMAC-SHA256 of the original text: confirms a disputed original, cannot restore it.
     original_hmac = models.CharField(max_length=64, blank=True, default="")
     erased = models.BooleanField(_("erased"), default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("stored at"), auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]

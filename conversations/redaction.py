@@ -1,4 +1,6 @@
 """Redaction: the text goes, who/when/why and a keyed hash of the original stay."""
+import re
+from difflib import SequenceMatcher
 
 from django.db import transaction
 from django.utils import timezone
@@ -7,9 +9,14 @@ from core import audit
 from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
-from .models import Message
+from .models import Direction, Message
+from .pii import find_pii
 
 REDACTED_TEXT = "[redacted]"
+# A run of this many characters shared by a question and its answer counts as repeated
+# text: names, addresses and numbers that no PII matcher knows.
+SHARED_RUN = 6
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
 
 
 def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
@@ -41,3 +48,27 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
         checkpoint_wal()
     return redacted
 
+
+
+def answer_to_redact(*, message: Message) -> Message | None:
+    """The bot's answer to an inbound message, unless already redacted (or there is none)."""
+    if message.direction != Direction.IN:
+        return None
+    return Message.objects.filter(reply_to=message, direction=Direction.OUT, redacted=False).first()
+
+
+def answer_repeats(*, question: str, answer: str) -> bool:
+    """Whether an answer repeats text of its question: a piece of personal data of the
+    question (written alike or not: 0912-345-678 and 0912345678), or SHARED_RUN characters."""
+    if not question or not answer:
+        return False
+    flat_answer = _flat(answer)
+    if any(_flat(match.value) in flat_answer for match in find_pii(question)):
+        return True
+    run = SequenceMatcher(None, question, answer, autojunk=False).find_longest_match(
+        0, len(question), 0, len(answer))
+    return run.size >= SHARED_RUN
+
+
+def _flat(text: str) -> str:
+    return _NOT_ALPHANUMERIC.sub("", text).casefold()

@@ -96,19 +96,44 @@ def with_activity(chats: QuerySet) -> QuerySet:
 
 
 @dataclass
+class ThreadEntry:
+    """A message of the thread with the bot's answers to it, which the thread shows under it."""
+
+    message: Message
+    answers: list[Message]
+    # Who said it, in a group or room. Left empty here: the speaker-names work fills it
+    # (the thread shows the sender's LINE user id until then).
+    sender_name: str = ""
+
+
+@dataclass
 class ThreadPage:
-    messages: list[Message]
+    entries: list[ThreadEntry]
     older_before_id: int | None
 
 
 def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> ThreadPage:
-    """One page of a chat, oldest first, ending before `before_id` (newest when None)."""
-    rows = Message.objects.filter(chat=chat).select_related("preset", "backend").order_by("-id")
+    """One page of a chat, oldest first, ending before `before_id` (newest when None).
+
+    Pages count the chat's messages other than linked answers; each answer comes with its
+    question (one more query, by `reply_to`), so it is never split from it by a page break
+    nor by what others said in a group meanwhile.
+    """
+    rows = (Message.objects.filter(chat=chat).filter(Q(direction=Direction.IN) | Q(reply_to__isnull=True))
+            .select_related("preset", "backend").order_by("-id"))
     if before_id:
         rows = rows.filter(id__lt=before_id)
     page = list(rows[: size + 1])
     older = page[size - 1].id if len(page) > size else None
-    return ThreadPage(messages=list(reversed(page[:size])), older_before_id=older)
+    shown = list(reversed(page[:size]))
+    answers: dict[int, list[Message]] = {}
+    questions = [message.pk for message in shown if message.direction == Direction.IN]
+    if questions:
+        for answer in (Message.objects.filter(reply_to_id__in=questions, direction=Direction.OUT)
+                       .select_related("preset", "backend").order_by("id")):
+            answers.setdefault(answer.reply_to_id, []).append(answer)
+    return ThreadPage(entries=[ThreadEntry(message, answers.get(message.pk, [])) for message in shown],
+                      older_before_id=older)
 
 
 def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days: int = 7,

@@ -1,5 +1,6 @@
 from collections.abc import Callable, Sequence
 
+from django.apps import apps
 from django.contrib import admin
 from django.db import models, transaction
 from django.utils.translation import gettext_lazy as _
@@ -106,13 +107,48 @@ class ReadOnlyAdminMixin:
         return False
 
 
+# What an event is about, when that is not one of the models (a model is named by its
+# verbose name): the stored values stay English, the console shows these.
+TARGET_TYPES = {
+    "messages": _("messages (a selection)"),
+    "line_user": _("LINE user"),
+    "export": _("export file"),
+    "username": _("user name"),
+    "address": _("network address"),
+}
+
+
+def target_type_label(value: str) -> str:
+    for model in apps.get_models():
+        if model._meta.model_name == value:
+            return model._meta.verbose_name
+    return TARGET_TYPES.get(value, value)
+
+
+class TargetTypeFilter(admin.SimpleListFilter):
+    title = _("target type")
+    parameter_name = "target_type"
+
+    def lookups(self, request, model_admin):
+        values = AuditEvent.objects.order_by("target_type").values_list("target_type", flat=True).distinct()
+        return [(value, target_type_label(value)) for value in values if value]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(target_type=self.value()) if self.value() else queryset
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only for everyone, superusers included: the trail cannot be edited here."""
 
-    list_display = ["created_at", "actor_username", "action", "target_type", "target_id"]
-    list_filter = ["action", "target_type"]
+    list_display = ["created_at", "actor_username", "action", "target", "target_id"]
+    list_filter = ["action", TargetTypeFilter]
     search_fields = ["actor_username", "target_id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+    fields = ["created_at", "actor_username", "actor_id", "action", "target", "target_id", "details"]
+    readonly_fields = [*fields]
+
+    @admin.display(description=_("target type"), ordering="target_type")
+    def target(self, event: AuditEvent) -> str:
+        return target_type_label(event.target_type)

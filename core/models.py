@@ -1,5 +1,7 @@
 """The audit trail: one row per operator action on logs or settings."""
 from django.db import models
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 
 
@@ -18,6 +20,7 @@ class AuditAction(models.TextChoices):
     CHAT_CHANGE = "chat_change", _("changed a chat")
     PRIVACY_CHANGE = "privacy_change", _("changed the privacy policy")
     RETRY = "retry", _("retried a message")
+    MODEL_PULL = "model_pull", _("pulled a model onto a backend")
     ADMIN_LOGIN = "admin_login", _("logged in to the admin")
     SIGNIN_FAILED = "signin_failed", _("failed to sign in")
     SIGNIN_LOCKOUT = "signin_lockout", _("locked out after failed sign-ins")
@@ -44,4 +47,6 @@ class AuditEvent(models.Model):
         indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_time")]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action}"
+        # In TIME_ZONE and the console's format, like every other time on the page.
+        when = date_format(timezone.localtime(self.created_at), "DATETIME_FORMAT") if self.created_at else ""
+        return f"{when} {self.actor_username or _('system')} {self.get_action_display()}"

@@ -5,6 +5,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.utils.translation import gettext_lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -135,6 +136,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en"
 LOCALE_PATHS = [BASE_DIR / "linebot_site" / "locale"]
+# Times as 2026-12-01 22:41:38 in both languages (linebot_site/formats/).
+FORMAT_MODULE_PATH = ["linebot_site.formats"]
 LANGUAGES = [("en", "English"), ("zh-hant", "繁體中文")]
 TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Taipei")
 USE_I18N = True
@@ -267,7 +270,8 @@ Q_CLUSTER = {
     "queue_limit": int(os.environ.get("Q_QUEUE_LIMIT", "50")),
     "poll": float(os.environ.get("Q_POLL", "0.02")),
     "bulk": int(os.environ.get("Q_BULK", "1")),
-    "label": "Task queue",
+    # django-q2's app name in the admin (its AppConfig.verbose_name); lazy, so it is translated.
+    "label": gettext_lazy("Task queue"),
     # django-q2 logs two lines per task at INFO; keep them for debugging only.
     "log_level": os.environ.get("Q_LOG_LEVEL", "WARNING"),
     "sync": env_bool("Q_SYNC", False),

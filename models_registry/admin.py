@@ -2,6 +2,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
+from django.http import HttpResponseNotAllowed, JsonResponse
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -11,7 +14,7 @@ from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 
-from . import services
+from . import pulls, services
 from .backends import Turn
 from .models import BackendKind, ModelBackend, SamplingPreset
 from .prompts import build_prompt, parse_transcript
@@ -24,6 +27,53 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
     class Meta:
         model = ModelBackend
         fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled"]
+
+
+class BackendSettingsForm(forms.ModelForm):
+    """What "Test these settings" reads of the add or change form, which is not saved."""
+
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
+    api_key = forms.CharField(label=_("API key"), required=False)
+
+    class Meta:
+        model = ModelBackend
+        fields = ["kind", "base_url", "model", "timeout"]
+
+
+def model_rows(report) -> list[dict]:
+    """The models a server offers, with what it says of each (size, parameters, quantisation)."""
+    rows = []
+    for name in report.models if report else []:
+        details = report.details.get(name)
+        rows.append({"name": name, "size": details.size_bytes if details else None,
+                     "parameters": details.parameter_size if details else "",
+                     "quantization": details.quantization_level if details else ""})
+    return rows
+
+
+# Ollama's progress lines, as the console words them ("pulling <digest>" is any layer).
+PULL_STEPS = {
+    "pulling manifest": _("reading the manifest"),
+    "verifying sha256 digest": _("verifying the download"),
+    "writing manifest": _("writing the manifest"),
+    "removing any unused layers": _("removing unused layers"),
+    "removing unused layers": _("removing unused layers"),
+    "success": _("done"),
+}
+
+
+def pull_progress(pull) -> dict:
+    """What the page shows of a download, in the operator's language."""
+    step = "" if pull.finished else (
+        PULL_STEPS.get(pull.step) or (_("downloading") if pull.step.startswith("pulling ") else pull.step))
+    return {
+        "id": pull.pk, "model": pull.model, "status": pull.status, "status_label": str(pull.get_status_display()),
+        "step": str(step), "percent": pull.percent, "completed": pull.completed, "total": pull.total,
+        "size": f"{filesizeformat(pull.completed)} / {filesizeformat(pull.total)}" if pull.total else "",
+        # Our own messages are stored in English and translated here; Ollama's stay as they are.
+        "error": gettext(pull.error) if pull.error else "", "finished": pull.finished,
+        "url": reverse("admin:models_registry_modelbackend_pull_progress", args=[pull.backend_id, pull.pk]),
+    }
 
 
 def locality_badge(backend: ModelBackend) -> str:
@@ -54,8 +104,81 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
         return [
             path("<int:backend_id>/test/", self.admin_site.admin_view(self.test_view),
                  name="models_registry_modelbackend_test"),
+            path("<int:backend_id>/pull/", self.admin_site.admin_view(self.pull_view),
+                 name="models_registry_modelbackend_pull"),
+            path("<int:backend_id>/pulls/<int:pull_id>/", self.admin_site.admin_view(self.pull_progress_view),
+                 name="models_registry_modelbackend_pull_progress"),
+            path("test-settings/", self.admin_site.admin_view(self.test_settings_view),
+                 name="models_registry_modelbackend_test_settings"),
+            path("<int:backend_id>/test-settings/", self.admin_site.admin_view(self.test_settings_view),
+                 name="models_registry_modelbackend_test_settings"),
             *super().get_urls(),
         ]
+
+    def pull_view(self, request, backend_id: int):
+        """Starts downloading a model onto the backend's Ollama server (a task), then shows its progress."""
+        backend = get_object_or_404(ModelBackend, pk=backend_id)
+        if not self.has_change_permission(request, backend):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            pull = pulls.start_pull(backend=backend, model=request.POST.get("model", ""), actor=request.user)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        else:
+            self.message_user(request, _("Downloading %(model)s onto the server.") % {"model": pull.model},
+                              messages.INFO)
+        return redirect(reverse("admin:models_registry_modelbackend_test", args=[backend.pk]) + "#pull")
+
+    def pull_progress_view(self, request, backend_id: int, pull_id: int):
+        """A download's progress as JSON, for the page's progress bar (reads the database only)."""
+        backend = get_object_or_404(ModelBackend, pk=backend_id)
+        if not self.has_change_permission(request, backend):
+            raise PermissionDenied
+        return JsonResponse(pull_progress(get_object_or_404(backend.pulls, pk=pull_id)))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        """Adds "Test these settings" for those who may save what they test."""
+        if obj is None and self.has_add_permission(request):
+            context["test_settings_url"] = reverse("admin:models_registry_modelbackend_test_settings")
+        elif obj is not None and self.has_change_permission(request, obj):
+            context["test_settings_url"] = reverse("admin:models_registry_modelbackend_test_settings", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def test_settings_view(self, request, backend_id: int | None = None):
+        """Checks the settings the add or change form holds, before they are saved.
+
+        It calls the backend, so only on a POST and for those who may add (or change) it. An
+        API key left blank is the saved one; the key is never shown back.
+        """
+        backend = get_object_or_404(ModelBackend, pk=backend_id) if backend_id is not None else None
+        allowed = self.has_change_permission(request, backend) if backend else self.has_add_permission(request)
+        if not allowed:
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        form = BackendSettingsForm(request.POST)
+        report = None
+        if form.is_valid():
+            typed = form.cleaned_data
+            report = services.check_settings(
+                kind=typed["kind"], base_url=typed["base_url"], model=typed["model"],
+                api_key=typed["api_key"] or (backend.api_key if backend else ""), timeout=typed["timeout"])
+        fragment = request.POST.get("_fragment") == "1"
+        context = {
+            **({} if fragment else self.admin_site.each_context(request)),
+            "opts": self.opts,
+            "title": _("Test these settings"),
+            "base_template": "admin/models_registry/modelbackend/fragment.html" if fragment else "admin/base_site.html",
+            "form": form,
+            "report": report,
+            "tested": form.cleaned_data if report else None,
+            "kind_display": dict(BackendKind.choices).get(form.cleaned_data.get("kind")) if report else "",
+            "rows": model_rows(report),
+            "backend": backend,
+        }
+        return render(request, "admin/models_registry/modelbackend/test_settings.html", context)
 
     def test_view(self, request, backend_id: int):
         """Calls the backend with its key, so only for those who may change it, and only on a POST."""
@@ -81,7 +204,12 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
             "backend": backend,
             "badge": locality_badge(backend),
             "report": report,
+            "rows": model_rows(report),
             "can_pick": backend.kind == BackendKind.OLLAMA,
+            "can_pull": backend.kind == BackendKind.OLLAMA,
+            "pull": pull_progress(pull) if (pull := pulls.latest_pull(backend=backend)) else None,
+            # Offered for download: the backend's model when the server lacks it.
+            "model_to_pull": backend.model if report and backend.model not in report.models else "",
         }
         return render(request, "admin/models_registry/modelbackend/test.html", context)
 

@@ -131,3 +131,46 @@ class SamplingPreset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PullStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    PULLING = "pulling", _("downloading")
+    DONE = "done", _("done")
+    FAILED = "failed", _("failed")
+
+
+class ModelPull(models.Model):
+    """A model being downloaded onto an Ollama backend's server, followed from the console."""
+
+    backend = models.ForeignKey(ModelBackend, on_delete=models.CASCADE, related_name="pulls",
+                                verbose_name=_("backend"))
+    model = models.CharField(_("model"), max_length=200)
+    status = models.CharField(_("status"), max_length=8, choices=PullStatus.choices, default=PullStatus.QUEUED)
+    # Ollama's last progress line ("pulling manifest", "verifying sha256 digest" ...).
+    step = models.CharField(_("step"), max_length=200, blank=True, default="")
+    completed = models.PositiveBigIntegerField(_("downloaded (bytes)"), default=0)
+    total = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    error = models.TextField(_("error"), blank=True, default="")
+    requested_by = models.CharField(_("requested by"), max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"))
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = _("model download")
+        verbose_name_plural = _("model downloads")
+        indexes = [models.Index(fields=["backend", "-id"], name="pull_backend_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.backend.name}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (PullStatus.DONE, PullStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.status == PullStatus.DONE:
+            return 100
+        return min(99, self.completed * 100 // self.total) if self.total else 0

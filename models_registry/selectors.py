@@ -4,6 +4,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
+
 from core.caching import TTLCache
 
 from .models import ModelBackend
@@ -69,7 +72,8 @@ def _check_all(backends: list[ModelBackend]) -> list[BackendHealth]:
         if future.done() and not future.cancelled() and future.exception() is None:
             results.append(future.result())
         else:
-            results.append(BackendHealth(backend, False, None, f"No answer within {CHECK_DEADLINE:g} s."))
+            results.append(BackendHealth(backend, False, None, format_lazy(
+                _("No answer within {seconds} s."), seconds=f"{CHECK_DEADLINE:g}")))
     return results
 
 
@@ -80,5 +84,5 @@ def _check_quickly(backend: ModelBackend) -> BackendHealth:
         report = check_backend(backend=quick)
     except Exception:  # a broken adapter must not take the dashboard or the monitor with it
         logger.warning("Checking backend %s failed", backend.pk, exc_info=True)
-        return BackendHealth(backend, False, None, "The check failed; see the server log.")
+        return BackendHealth(backend, False, None, _("The check failed; see the server log."))
     return BackendHealth(backend, report.ok, report.latency_ms, report.detail)

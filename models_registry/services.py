@@ -11,7 +11,19 @@ from core import audit
 from core.models import AuditAction
 from core.retry import retrying
 
-from .backends import Backend, BackendConfig, BackendError, Completion, ConnectionReport, SamplingParams, Turn, backend_for
+from django.utils.module_loading import import_string
+
+from .backends import (
+    ADAPTERS,
+    Backend,
+    BackendConfig,
+    BackendError,
+    Completion,
+    ConnectionReport,
+    SamplingParams,
+    Turn,
+    backend_for,
+)
 from .models import ModelBackend, SamplingPreset, ThinkMode
 from .reasoning import without_reasoning
 
@@ -55,6 +67,15 @@ def sampling_params(*, preset: SamplingPreset) -> SamplingParams:
 def check_backend(*, backend: ModelBackend) -> ConnectionReport:
     """The "Test connection" check: reachability, latency and the models it serves."""
     return adapter_for(backend=backend).check()
+
+
+def check_settings(*, kind: str, base_url: str, model: str, api_key: str, timeout: float) -> ConnectionReport:
+    """The same check on settings not saved yet ("Test these settings" on the backend form).
+
+    A fresh adapter, not the per-process cached one: typed settings are often tried once.
+    """
+    config = BackendConfig(kind=kind, base_url=base_url, model=model, api_key=api_key, timeout=timeout)
+    return import_string(ADAPTERS[kind])(config).check()
 
 
 def allowed_backends(*, preset: SamplingPreset, local_only: bool) -> list[ModelBackend]:

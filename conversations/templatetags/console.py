@@ -1,16 +1,19 @@
-"""The dashboard's figures for the admin index page."""
+"""The dashboard's figures for the admin index page, and the console's wording of stored values."""
 from django import template
 from django.core.cache import cache
 from django.utils.translation import gettext as _
 
 from models_registry.selectors import backend_health
 
-from .. import selectors
+from .. import labels, selectors
 from ..charts import grouped_bars
 
 register = template.Library()
 
 CACHE_SECONDS = 15
+
+register.filter("skip_reason_label", labels.skip_reason_label)
+register.filter("message_type_label", labels.message_type_label)
 
 
 @register.simple_tag(takes_context=True)

@@ -13,6 +13,8 @@ from .base import (  # noqa: F401
     BackendUnavailable,
     Completion,
     ConnectionReport,
+    ModelDetails,
+    PullProgress,
     SamplingParams,
     Turn,
 )

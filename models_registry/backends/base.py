@@ -9,6 +9,8 @@ from typing import Literal, Protocol
 from urllib.parse import quote
 
 import httpx
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 Role = Literal["system", "user", "assistant"]
 
@@ -49,13 +51,39 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelDetails:
+    """What a server says of one of its models (Ollama's /api/tags `details`), when it says."""
+
+    size_bytes: int | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+    family: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionReport:
-    """The outcome of "Test connection": reachable or not, how fast, what it serves."""
+    """The outcome of "Test connection": reachable or not, how fast, what it serves.
+
+    `detail` is translated when shown (a lazy string), so a cached report reads right in
+    each operator's language.
+    """
 
     ok: bool
     latency_ms: int
     detail: str
     models: list[str] = field(default_factory=list)
+    # By model name, for servers that describe their models (Ollama).
+    details: dict[str, ModelDetails] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """One line of a model download's progress (Ollama's /api/pull stream)."""
+
+    status: str
+    digest: str = ""
+    completed: int | None = None
+    total: int | None = None
 
 
 class BackendError(Exception):
@@ -152,8 +180,11 @@ def backend_errors(*, service: str, config: BackendConfig) -> Iterator[None]:
         raise type(exc)(text) from None
 
 
-def checked(backend: "Backend", list_models) -> ConnectionReport:
-    """Runs `list_models()` and reports reachability, latency and whether our model is there."""
+def checked(backend: "Backend", list_models, *, details: dict[str, ModelDetails] | None = None) -> ConnectionReport:
+    """Runs `list_models()` and reports reachability, latency and whether our model is there.
+
+    `details` is filled by `list_models` when the server describes its models.
+    """
     started = time.perf_counter()
     try:
         names = list_models()
@@ -163,10 +194,11 @@ def checked(backend: "Backend", list_models) -> ConnectionReport:
     wanted = backend.config.model
     if names is not None and wanted not in names:
         return ConnectionReport(
-            ok=False, latency_ms=latency, models=names,
-            detail=f"Reachable, but the server has no model {wanted!r}.",
+            ok=False, latency_ms=latency, models=names, details=details or {},
+            detail=format_lazy(_("Reachable, but the server has no model “{model}”."), model=wanted),
         )
-    return ConnectionReport(ok=True, latency_ms=latency, models=names or [], detail="Reachable; model available.")
+    return ConnectionReport(ok=True, latency_ms=latency, models=names or [], details=details or {},
+                            detail=_("Reachable; model available."))
 
 
 def error_from_http_status(status: int, message: str) -> BackendError:

@@ -2,13 +2,19 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
+
 import ollama
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .base import (
     BackendConfig,
     BackendRejected,
     Completion,
     ConnectionReport,
+    ModelDetails,
+    PullProgress,
     SamplingParams,
     Turn,
     backend_errors,
@@ -19,13 +25,16 @@ from .base import (
 )
 
 
+# Longest silence between two lines of a pull's progress before it counts as stalled.
+PULL_READ_TIMEOUT = 300.0
+
+
 class OllamaBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
         # The ollama client waits forever and follows redirects by default; neither here.
         self.client = ollama.Client(
-            host=config.base_url, timeout=http_timeout(config.timeout), headers=headers,
+            host=config.base_url, timeout=http_timeout(config.timeout), headers=_headers(config),
             follow_redirects=False, event_hooks={"response": [refuse_redirects]},
         )
 
@@ -51,17 +60,51 @@ class OllamaBackend:
         )
 
     def check(self) -> ConnectionReport:
+        details: dict[str, ModelDetails] = {}
+
         def installed_models() -> list[str]:
             with self._errors():
-                return [entry.model for entry in self.client.list().models if entry.model]
+                entries = [entry for entry in self.client.list().models if entry.model]
+            for entry in entries:
+                about = entry.details
+                details[entry.model] = ModelDetails(
+                    size_bytes=int(entry.size) if entry.size is not None else None,
+                    parameter_size=(about.parameter_size or "") if about else "",
+                    quantization_level=(about.quantization_level or "") if about else "",
+                    family=(about.family or "") if about else "",
+                )
+            return [entry.model for entry in entries]
 
-        report = checked(self, installed_models)
+        report = checked(self, installed_models, details=details)
         if not report.ok and report.models:
             return ConnectionReport(
-                ok=False, latency_ms=report.latency_ms, models=report.models,
-                detail=f"{report.detail} Run `ollama pull {self.config.model}` on the server.",
+                ok=False, latency_ms=report.latency_ms, models=report.models, details=report.details,
+                detail=format_lazy("{} {}", report.detail, format_lazy(
+                    _("Pull it from the console, or run `ollama pull {model}` on the server."),
+                    model=self.config.model)),
             )
         return report
+
+    def pull(self, model: str) -> Iterator[PullProgress]:
+        """Downloads `model` onto the server, yielding its progress lines until "success".
+
+        Closing the iterator hangs up, which stops the download; Ollama keeps what it has,
+        and the next pull of the model goes on from there.
+        """
+        # Its own client: a pull is long, and Ollama may say nothing for a while between
+        # lines (verifying a large layer); the key and the redirect rule are the same.
+        client = ollama.Client(
+            host=self.config.base_url, timeout=httpx.Timeout(PULL_READ_TIMEOUT, connect=5.0),
+            headers=_headers(self.config), follow_redirects=False,
+            event_hooks={"response": [refuse_redirects]},
+        )
+        with backend_errors(service="Ollama", config=self.config):
+            try:
+                for part in client.pull(model, stream=True):
+                    yield PullProgress(status=part.status or "", digest=part.digest or "",
+                                       completed=part.completed, total=part.total)
+            except ollama.ResponseError as exc:
+                raise BackendRejected(f"Ollama could not pull {model!r}: {exc.error}") from None
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -72,3 +115,7 @@ class OllamaBackend:
                 if exc.status_code == 404:
                     raise BackendRejected(f"Ollama has no model {self.config.model!r}: {exc.error}") from None
                 raise error_from_http_status(exc.status_code, exc.error) from None
+
+
+def _headers(config: BackendConfig) -> dict[str, str] | None:
+    return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None

@@ -1,8 +1,13 @@
-"""A fake Ollama server (``/api/chat``, ``/api/tags``, ``/api/show`` ...).
+"""A fake Ollama server (``/api/chat``, ``/api/tags``, ``/api/show``, ``/api/pull`` ...).
 
 Use it with the real client: ``ollama.Client(host=fake.url)``.  Answers come
 from ``fake.responder(messages, options) -> str``; streamed answers are sent
-as NDJSON chunks exactly like Ollama does.
+as NDJSON chunks exactly like Ollama does.  ``/api/pull`` streams Ollama's
+download progress (``pulling manifest``, per-layer ``digest``/``total``/
+``completed``, ``verifying sha256 digest``, ``writing manifest``, ``success``),
+keeps partial layers like Ollama does (a pull started again goes on where the
+last one stopped), and ends with ``{"error": ...}`` for a name the library
+lacks.
 """
 
 from __future__ import annotations
@@ -74,6 +79,12 @@ class FakeOllama(FakeServer):
         # their reasoning, returned apart (think on), left out (think off), or left in the
         # content (think not sent, as older Ollama did). Others refuse `think: true`.
         self.thinking_models = [normalize_model(name) for name in thinking_models]
+        # What /api/pull can fetch: None is any name (the real library has most); else these.
+        self.library: set[str] | None = None
+        # Progress lines per layer of a pull.
+        self.pull_steps = 4
+        # Bytes of each layer already downloaded, kept across pulls as Ollama keeps them.
+        self._downloaded: dict[str, int] = {}
 
     # -- convenience for tests ------------------------------------------------
 
@@ -184,6 +195,53 @@ class FakeOllama(FakeServer):
         final["created_at"] = _now()
         yield json.dumps(final, ensure_ascii=False).encode() + b"\n"
 
+    @route("POST", r"/api/pull", "pull")
+    def pull(self, request: RecordedRequest) -> Response:
+        body = request.json if isinstance(request.json, dict) else {}
+        name = body.get("model") or body.get("name")
+        if not name:
+            return _ollama_error(400, "model is required")
+        model = normalize_model(name)
+        known = self.library is None or model in {normalize_model(n) for n in self.library}
+        if body.get("stream", True) is False:
+            if not known:
+                return _ollama_error(500, "pull model manifest: file does not exist")
+            for _ in self._pull_lines(model):
+                pass
+            return json_response(200, {"status": "success"})
+        return Response(200, self._pull_stream(model, known), NDJSON_TYPE)
+
+    def _pull_stream(self, model: str, known: bool) -> Iterator[bytes]:
+        yield _line({"status": "pulling manifest"})
+        if not known:
+            yield _line({"error": "pull model manifest: file does not exist"})
+            return
+        for progress in self._pull_lines(model):
+            yield _line(progress)
+            if self.chunk_interval:
+                time.sleep(self.chunk_interval)
+
+    def _pull_lines(self, model: str) -> Iterator[dict]:
+        for digest, total in _layers(model):
+            status = f"pulling {digest.removeprefix('sha256:')[:12]}"
+            with self._lock:
+                done = self._downloaded.get(digest, 0)
+            # "Until any of the download is completed, the completed key may not be included."
+            yield {"status": status, "digest": digest, "total": total} if not done else \
+                {"status": status, "digest": digest, "total": total, "completed": done}
+            step = max(1, -(-total // self.pull_steps))
+            while done < total:
+                done = min(total, done + step)
+                with self._lock:
+                    self._downloaded[digest] = done
+                yield {"status": status, "digest": digest, "total": total, "completed": done}
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        with self._lock:
+            if model not in self.models:
+                self.models.append(model)
+        yield {"status": "success"}
+
     # -- process mode ------------------------------------------------------------
 
     @classmethod
@@ -261,6 +319,17 @@ def _model_entry(name: str) -> dict[str, Any]:
             "quantization_level": "Q4_K_M",
         },
     }
+
+
+def _line(data: dict) -> bytes:
+    return json.dumps(data).encode() + b"\n"
+
+
+def _layers(model: str) -> list[tuple[str, int]]:
+    """A model's blobs as a pull fetches them: the weights first, then template and parameters."""
+    weights = _model_entry(model)["size"]
+    return [(f"sha256:{hashlib.sha256(f'{model}/{part}'.encode()).hexdigest()}", size)
+            for part, size in (("weights", weights), ("template", 358), ("params", 96))]
 
 
 def _parameter_count(parameter_size: str) -> int:
