@@ -115,7 +115,13 @@ def test_redelivered_event_produces_exactly_one_reply(webhook, line_api):
     assert Message.objects.filter(direction="in").count() == 1
 
 
-def test_group_message_without_mention_is_stored_but_not_answered(webhook, line_api):
+@pytest.fixture
+def remembering_group(make_chat):
+    """The default group, keeping every message (group memory "everything")."""
+    return make_chat(ev.DEFAULT_GROUP_ID, group_memory="everything")
+
+
+def test_group_message_without_mention_is_stored_but_not_answered(webhook, line_api, remembering_group):
     webhook.post(ev.text_message_event("just chatting", source="group"))
     message = Message.objects.get()
     assert (message.status, message.skip_reason) == (Status.SKIPPED, "not mentioned")
@@ -192,7 +198,7 @@ def test_destination_is_remembered_as_the_bot_user_id(webhook, channel):
     assert channel.bot_user_id == ev.DEFAULT_BOT_USER_ID
 
 
-def test_unsend_erases_the_text(webhook):
+def test_unsend_erases_the_text(webhook, remembering_group):
     sent = ev.text_message_event("oops, my phone number is 0912-345-678", source="group")
     webhook.post(sent)
     webhook.post(ev.unsend_event(sent["message"]["id"], source="group"))
@@ -201,7 +207,7 @@ def test_unsend_erases_the_text(webhook):
     assert "0912" not in json.dumps(list(Message.objects.values()), default=str)
 
 
-def test_message_edited_replaces_the_text(webhook):
+def test_message_edited_replaces_the_text(webhook, remembering_group):
     sent = ev.text_message_event("teh typo", source="group")
     webhook.post(sent)
     webhook.post(ev.message_edited_event(sent["message"]["id"], "the typo", source="group"))
@@ -224,7 +230,7 @@ def _unsend(message: Message, webhook, sent: dict, admin_user) -> None:
 
 
 @pytest.mark.parametrize("take_text_away", [_redact, _erase, _unsend], ids=["redacted", "erased", "unsent"])
-def test_an_edit_never_puts_text_back(webhook, admin_user, take_text_away):
+def test_an_edit_never_puts_text_back(webhook, admin_user, take_text_away, remembering_group):
     sent = ev.text_message_event("my card is 4111 1111 1111 1111", source="group")
     webhook.post(sent)
     take_text_away(Message.objects.get(), webhook, sent, admin_user)
