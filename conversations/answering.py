@@ -13,10 +13,10 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.prompts import build_prompt
 from models_registry.services import GenerationFailed, generate
 
-from . import selectors
+from . import addressing, commands, selectors
 from .line.client import LineAPIError, line_client, retry_key
 from .line.text import batches, split_text
-from .models import Chat, Direction, Message, SourceType, Status
+from .models import Chat, Command, Direction, Message, SourceType, Status
 from .pii import mask_pii
 
 logger = logging.getLogger(__name__)
@@ -32,10 +32,15 @@ def answer_message(*, message_id: int) -> None:
     if message is None:
         return
     chat = message.chat
+    if message.command == Command.FORGETME_CONFIRMED:
+        _erase_and_confirm(message=message)
+        return
     # Only a message taken up before can already have an answer to reuse.
     outbound = (Message.objects.filter(reply_to=message, direction=Direction.OUT).first()
                 if message.attempts > 1 else None)
-    if outbound is None:
+    if outbound is None and message.command:
+        outbound = _store_answer(message=message, text=commands.answer(message=message))
+    elif outbound is None:
         if chat.source_type == SourceType.USER:
             _show_loading(chat=chat)
         outbound = _compose_answer(message=message)
@@ -49,8 +54,12 @@ def answer_message(*, message_id: int) -> None:
         Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
-    # Both sides' final state in one statement.
-    answered = Status.REPLIED if outbound.backend_id else Status.FAILED
+    # Both sides' final state in one statement. The bot's own answers (commands) need no
+    # backend; a message over the per-user limit stays "skipped", its notice sent.
+    if message.command == Command.LIMIT_NOTICE:
+        answered = Status.SKIPPED
+    else:
+        answered = Status.REPLIED if outbound.backend_id or message.command else Status.FAILED
     Message.objects.filter(pk__in=[outbound.pk, message.pk]).update(
         status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
         delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
@@ -98,22 +107,25 @@ def _compose_answer(*, message: Message) -> Message:
         logger.warning("No answer for message %s: %s", message.pk, error)
         Message.objects.filter(pk=message.pk).update(error=error)
     completion = generation.completion if generation else None
+    return _store_answer(
+        message=message,
+        text=completion.text if completion else settings.LINEBOT["APOLOGY_TEXT"],
+        preset=preset,
+        backend=generation.backend if generation else None,
+        latency_ms=generation.latency_ms if generation else None,
+        prompt_tokens=completion.prompt_tokens if completion else None,
+        completion_tokens=completion.completion_tokens if completion else None,
+        error=error,
+    )
+
+
+def _store_answer(*, message: Message, text: str, **fields) -> Message:
+    """The outbound Message answering `message`, stored once (unique per inbound message)."""
     try:
         # Autocommit: a task runs in no outer transaction, so no savepoint is needed.
         return Message.objects.create(
-            chat=chat,
-            direction=Direction.OUT,
-            text=completion.text if completion else settings.LINEBOT["APOLOGY_TEXT"],
-            event_at=timezone.now(),
-            status=Status.PENDING,
-            status_changed_at=timezone.now(),
-            reply_to=message,
-            preset=preset,
-            backend=generation.backend if generation else None,
-            latency_ms=generation.latency_ms if generation else None,
-            prompt_tokens=completion.prompt_tokens if completion else None,
-            completion_tokens=completion.completion_tokens if completion else None,
-            error=error,
+            chat=message.chat, direction=Direction.OUT, text=text, event_at=timezone.now(),
+            status=Status.PENDING, status_changed_at=timezone.now(), reply_to=message, **fields,
         )
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
@@ -121,9 +133,25 @@ def _compose_answer(*, message: Message) -> Message:
 
 
 def _prompt(*, message: Message, preset: SamplingPreset) -> list[Turn]:
+    """The turns for the model. In a group or room each user turn starts with its speaker's
+    name, and the system prompt says whose message to answer; the bot's mention and the
+    keyword are left out, other members' mentions read as their names."""
     history = selectors.prompt_history(message=message, turns=preset.history_turns)
-    return build_prompt(preset=preset, conversation=[
-        Turn("user" if earlier.direction == Direction.IN else "assistant", earlier.text) for earlier in history])
+    chat = message.chat
+    if chat.source_type == SourceType.USER:
+        return build_prompt(preset=preset, conversation=[
+            Turn("user" if earlier.direction == Direction.IN else "assistant",
+                 addressing.for_model(earlier.text, earlier.mentions))
+            for earlier in history])
+    names = selectors.member_names(chat=chat, messages=history)
+    conversation = []
+    for earlier in history:
+        if earlier.direction == Direction.OUT:
+            conversation.append(Turn("assistant", earlier.text))
+        else:
+            text = addressing.for_model(earlier.text, earlier.mentions, names=names.members)
+            conversation.append(Turn("user", f"{names.speaker(earlier.line_user_id)}: {text}"))
+    return build_prompt(preset=preset, conversation=conversation, speaker=names.speaker(message.line_user_id))
 
 
 def _masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
@@ -145,16 +173,19 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
     chat = inbound.chat
     client = line_client(chat.channel.access_token)
     calls = batches(split_text(outbound.text))
+    buttons = commands.buttons_for(message=inbound)
     line_retry = {
         "delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
         "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient,
     }
     for index in range(outbound.delivered_calls, len(calls)):
         texts = calls[index]
+        # /forgetme's buttons go under the answer's last text.
+        extra = {"buttons": buttons} if buttons and index == len(calls) - 1 else {}
         sent = False
         if index == 0 and _reply_token_fresh(inbound):
             try:
-                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts), **line_retry)
+                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts, **extra), **line_retry)
                 sent = True
             except LineAPIError as exc:
                 if not exc.invalid_reply_token:
@@ -162,7 +193,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
         if not sent:
             key = retry_key(message_id=outbound.pk, call_index=index)
             try:
-                retrying(lambda: client.push(to=chat.line_id, texts=texts, retry_key=key), **line_retry)
+                retrying(lambda: client.push(to=chat.line_id, texts=texts, retry_key=key, **extra), **line_retry)
             except LineAPIError as exc:
                 if not exc.already_accepted:
                     raise
@@ -170,6 +201,34 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
         if index + 1 < len(calls):
             Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)
     return len(calls)
+
+
+def _erase_and_confirm(*, message: Message) -> None:
+    """A confirmed /forgetme: erase, then say so.
+
+    The erasure takes the sender's messages with it — this one too (deleted with a 1:1
+    chat, blanked in a group) — so the confirmation is sent as it is, not stored and
+    delivered like an answer. A failure to send it leaves the erasure done.
+    """
+    text = commands.forget_sender(message=message)
+    Message.objects.filter(pk=message.pk).update(status=Status.REPLIED, reply_token="",
+                                                 status_changed_at=timezone.now())
+    client = line_client(message.chat.channel.access_token)
+    texts = batches(split_text(text))[0]
+    line_retry = {"delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
+                  "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient}
+    key = retry_key(message_id=message.pk, call_index=0)
+    try:
+        if _reply_token_fresh(message):
+            try:
+                retrying(lambda: client.reply(reply_token=message.reply_token, texts=texts), **line_retry)
+                return
+            except LineAPIError as exc:
+                if not exc.invalid_reply_token:
+                    raise
+        retrying(lambda: client.push(to=message.chat.line_id, texts=texts, retry_key=key), **line_retry)
+    except LineAPIError as exc:
+        logger.warning("The confirmation of erasure request %s was not sent: %s", message.pk, exc)
 
 
 def _reply_token_fresh(message: Message) -> bool:

@@ -16,7 +16,8 @@ from core.sqlite_writes import one_writer_at_a_time
 from . import addressing, commands, selectors
 from .line import events as line_events
 from .models import (
-    Chat, ChatMember, Command, Direction, GroupMemory, LineChannel, Message, ReplyMode, SourceType, Status,
+    SKIP_RATE_LIMITED, Chat, ChatMember, Command, Direction, GroupMemory, LineChannel, Message, ReplyMode,
+    SourceType, Status,
 )
 from .pii import mask_pii
 from .queue import MEMBER_TASK, PROFILE_TASK, REPLY_TASK, enqueue_after_commit
@@ -200,7 +201,7 @@ def _on_postback(channel: LineChannel, event: dict, *, careful: bool, result: In
     return "stored"
 
 
-RATE_LIMITED = "rate limited"
+RATE_LIMITED = SKIP_RATE_LIMITED
 NOTICE, SILENCE = "notice", "silence"
 
 

@@ -227,6 +227,11 @@ class Command(models.TextChoices):
     LIMIT_NOTICE = "limit_notice", _("notice of the per-user limit")
 
 
+# Skip reasons (Message.skip_reason) that decide what goes into a prompt.
+SKIP_RATE_LIMITED = "rate limited"
+SKIPS_NOT_ADDRESSED = ("not mentioned", "no keyword", "reply mode off")
+
+
 class Message(models.Model):
     # Lookups by chat use the composite indexes below; a lone chat_id index would only
     # slow every insert and delete.

@@ -12,7 +12,10 @@ from models_registry.models import ModelBackend, SamplingPreset
 
 from . import queue
 from .pii import PiiKind
-from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy, Status
+from .models import (
+    SKIP_RATE_LIMITED, SKIPS_NOT_ADDRESSED, Chat, ChatMember, Direction, GroupMemory, LineChannel, Message,
+    PrivacyPolicy, SourceType, Status, pseudonym,
+)
 
 # Settings read on every webhook, per process: a change reaches every process within this.
 SETTINGS_CACHE_SECONDS = 10.0
@@ -55,17 +58,51 @@ def preset_for_chat(*, chat: Chat) -> SamplingPreset | None:
 def prompt_history(*, message: Message, turns: int) -> list[Message]:
     """The message and up to `turns` earlier ones of its chat, oldest first.
 
-    Redacted, unsent and empty messages stay out, and so do the bot's apologies
-    (outbound texts no backend wrote).
+    Left out: redacted, erased, unsent and empty messages; commands and what the bot said
+    itself (command answers, apologies: outbound texts no backend wrote); messages held back
+    by the per-user limit; whatever came before the chat's last /reset; and, in a group that
+    keeps only what is addressed to the bot, earlier messages that were not.
     """
+    chat = message.chat
     rows = (
-        Message.objects.filter(chat_id=message.chat_id, id__lte=message.id, redacted=False, unsent=False)
+        Message.objects.filter(chat_id=message.chat_id, id__lte=message.id, redacted=False, erased=False,
+                               unsent=False, command="")
         .exclude(text="")
         .exclude(direction=Direction.OUT, backend__isnull=True)
-        .order_by("-id")
-        .only("id", "direction", "text")[: turns + 1]
+        .exclude(skip_reason=SKIP_RATE_LIMITED)
     )
+    if chat.context_reset_after:
+        rows = rows.filter(id__gt=chat.context_reset_after)
+    if chat.source_type != SourceType.USER and chat.group_memory == GroupMemory.ADDRESSED:
+        rows = rows.exclude(skip_reason__in=SKIPS_NOT_ADDRESSED)
+    rows = rows.order_by("-id").only("id", "direction", "text", "line_user_id", "mentions")[: turns + 1]
     return list(reversed(rows))
+
+
+@dataclass
+class Names:
+    """How a group's prompt names people: by LINE user id (speakers) and by ChatMember id
+    (the members a message mentions)."""
+
+    speakers: dict[str, str]
+    members: dict[int, str]
+
+    def speaker(self, line_user_id: str) -> str:
+        return self.speakers.get(line_user_id) or pseudonym(line_user_id)
+
+
+def member_names(*, chat: Chat, messages: list[Message]) -> Names:
+    """The names of the people who wrote or are mentioned in `messages`, as LINE gives them,
+    else pseudonyms; one query. A mention of someone the bot never heard from keeps the
+    words the writer's LINE showed (`addressing.for_model`)."""
+    user_ids = {message.line_user_id for message in messages if message.line_user_id}
+    member_ids = {span[3] for message in messages for span in message.mentions
+                  if isinstance(span, list) and len(span) == 4 and isinstance(span[3], int)}
+    rows = ChatMember.objects.filter(chat=chat).filter(Q(line_user_id__in=user_ids) | Q(pk__in=member_ids))
+    speakers, members = {}, {}
+    for pk, line_user_id, name in rows.values_list("pk", "line_user_id", "display_name"):
+        speakers[line_user_id] = members[pk] = name or pseudonym(line_user_id)
+    return Names(speakers=speakers, members=members)
 
 
 def privacy_policy() -> PrivacyPolicy:
