@@ -15,7 +15,7 @@ from core.models import AuditAction
 
 from . import addressing, erasure, notices
 from .line.client import QuickReplyButton
-from .models import BotLanguage, Chat, Command, LineChannel, Message, OptOut
+from .models import BotLanguage, Chat, Command, Direction, LineChannel, Message, OptOut
 
 SELF_SERVICE = "LINE user (self-service)"
 CONFIRMATION_MAX_AGE = 10 * 60  # seconds a /forgetme button stays good for
@@ -184,13 +184,21 @@ def forget_sender(*, message: Message) -> str:
 
 def language_for(*, message: Message) -> str:
     """CJK in the message → zh-Hant; other words → English; neither (a bare command, a
-    button) → the chat's language as the notices judge it."""
+    button) → the chat's latest messages that are not commands, else the channel's language."""
     if _CJK.search(message.text):
         return BotLanguage.ZH_HANT
     words = _COMMAND.sub("", addressing.for_model(message.text, message.mentions))
     if _LATIN.search(words):
         return BotLanguage.EN
-    language = notices.chat_language(chat=message.chat)
+    recent = (Message.objects.filter(chat_id=message.chat_id, direction=Direction.IN, command="", redacted=False,
+                                     erased=False).exclude(text="").order_by("-id")
+              .values_list("text", flat=True)[:notices.LANGUAGE_SAMPLE])
+    for text in recent:
+        if _CJK.search(text):
+            return BotLanguage.ZH_HANT
+        if _LATIN.search(text):
+            return BotLanguage.EN
+    language = message.chat.channel.language
     return language if language in TEXTS else BotLanguage.EN
 
 
