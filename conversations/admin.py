@@ -19,8 +19,8 @@ from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
 from . import chats, redaction, retention, selectors
-from .filters import DateRangeFilter
-from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode
+from .filters import DateRangeFilter, GroupMemoryFilter
+from .models import Chat, ChatMember, Direction, LineChannel, Message, OptOut, PrivacyPolicy, ReplyMode, pseudonym
 from .paginators import CappedCountPaginator
 
 
@@ -32,7 +32,10 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
     class Meta:
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
-                  "mask_before_storing", "mask_before_cloud"]
+                  "mask_before_storing", "mask_before_cloud",
+                  # Commands and the per-user limit (conversations.commands, ingest)
+                  "command_help", "command_privacy", "command_reset", "command_optout", "command_forgetme",
+                  "user_limit_messages", "user_limit_minutes"]
 
     def clean(self):
         cleaned = super().clean()
@@ -144,17 +147,18 @@ class ChatAdmin(AuditedModelAdmin):
     form = ChatForm
     action_form = ChatActionForm
     actions = ["assign_preset", "set_reply_mode", "make_local_only", "allow_cloud"]
-    list_display = ["__str__", "source_type", "preset", "reply_mode", "local_only", "message_count",
+    list_display = ["__str__", "source_type", "preset", "reply_mode", "memory", "local_only", "message_count",
                     "last_activity", "retention_policy", "thread_link"]
     list_editable = ["preset", "reply_mode", "local_only"]
-    list_filter = ["source_type", "reply_mode", "local_only", "is_active", "legal_hold", "channel"]
+    list_filter = ["source_type", "reply_mode", GroupMemoryFilter, "local_only", "is_active", "legal_hold", "channel"]
     list_select_related = ["channel", "preset"]
     search_fields = ["display_name", "line_id"]
     readonly_fields = ["channel", "source_type", "line_id", "profile_fetched_at", "retention_policy",
-                       "oldest_message_kept"]
+                       "oldest_message_kept", "unstored_messages", "context_reset_at", "members"]
     fieldsets = [
         (None, {"fields": ["display_name", "channel", "source_type", "line_id", "is_active"]}),
         (_("Answering"), {"fields": ["preset", "reply_mode", "reply_prefix", "local_only"]}),
+        (_("Memory"), {"fields": ["group_memory", "unstored_messages", "context_reset_at", "members"]}),
         (_("Retention"), {"fields": ["retention_days", "legal_hold", "retention_policy", "oldest_message_kept"]}),
     ]
 
@@ -194,6 +198,21 @@ class ChatAdmin(AuditedModelAdmin):
                  name="conversations_chat_thread"),
             *super().get_urls(),
         ]
+
+    MEMBERS_SHOWN = 50
+
+    @admin.display(description=_("members who spoke to the bot"))
+    def members(self, chat: Chat) -> str:
+        """Their names as prompts show them (a pseudonym until LINE gives one)."""
+        members = list(chat.members.order_by("id")[: self.MEMBERS_SHOWN + 1]) if chat.pk else []
+        if not members:
+            return "—"
+        names = ", ".join(str(member) for member in members[: self.MEMBERS_SHOWN])
+        return f"{names}, …" if len(members) > self.MEMBERS_SHOWN else names
+
+    @admin.display(description=_("group memory"), ordering="group_memory")
+    def memory(self, chat: Chat) -> str:
+        return "—" if chat.source_type == "user" else chat.get_group_memory_display()
 
     @admin.display(description=_("messages"), ordering="messages_total")
     def message_count(self, chat: Chat) -> int:
@@ -299,11 +318,12 @@ class RedactForm(forms.Form):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "event_at", "chat", "direction", "status_badge", "short_text", "latency_ms", "backend"]
-    list_filter = ["direction", "status", ("event_at", DateRangeFilter), "redacted"]
+    list_display = ["id", "event_at", "chat", "sender", "direction", "status_badge", "short_text", "latency_ms",
+                    "backend"]
+    list_filter = ["direction", "status", ("event_at", DateRangeFilter), "command", "redacted"]
     list_select_related = ["chat", "backend"]
     search_fields = ["=line_user_id", "text"]
-    search_help_text = _("A LINE user id (exact), or words in the text.")
+    search_help_text = _("A LINE user id (exact), a sender's name, or words in the text.")
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
@@ -330,6 +350,23 @@ class MessageAdmin(admin.ModelAdmin):
     def lookup_allowed(self, lookup, value, request=None):
         return lookup in ("chat__id__exact", "line_user_id", "reply_to__id__exact") or super().lookup_allowed(
             lookup, value, request)
+
+    def get_queryset(self, request):
+        return selectors.with_sender_names(super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            results = results | queryset.filter(selectors.sent_by_name(search_term.strip()))
+        return results, may_have_duplicates
+
+    @admin.display(description=_("sender"), ordering="sender_name")
+    def sender(self, obj: Message) -> str:
+        if obj.direction == Direction.OUT:
+            return _("the bot")
+        if not obj.line_user_id:
+            return "—"
+        return obj.sender_name or pseudonym(obj.line_user_id)
 
     @admin.display(description=_("text"))
     def short_text(self, obj: Message) -> str:
@@ -388,6 +425,35 @@ class MessageAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.opts, "message_obj": message,
                    "form": form, "title": _("Redact message %(id)s") % {"id": message.pk}}
         return render(request, "admin/conversations/message/redact.html", context)
+
+
+@admin.register(OptOut)
+class OptOutAdmin(admin.ModelAdmin):
+    """Who asked the bot (/optout) to neither store nor answer them: keyed hashes, read-only.
+    Only the user can undo it (/optin)."""
+
+    list_display = ["user", "channel", "created_at"]
+    list_filter = ["channel"]
+    search_fields = ["=user_hmac"]
+    search_help_text = _("A LINE user id (exact): it is hashed before the search.")
+    readonly_fields = ["channel", "user_hmac", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("user (keyed hash)"), ordering="user_hmac")
+    def user(self, opt_out: OptOut) -> str:
+        return format_html("<code>{}</code>", opt_out.user_hmac[:12])
+
+    def get_search_results(self, request, queryset, search_term):
+        return super().get_search_results(request, queryset, audit.keyed_hash(search_term.strip())
+                                          if search_term.strip() else "")
 
 
 @admin.register(PrivacyPolicy)

@@ -2,12 +2,13 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.status import Stat
 
 from core.caching import TTLCache
+from core.models import AuditAction, AuditEvent
 from models_registry.models import ModelBackend, SamplingPreset
 
 from . import queue
@@ -137,13 +138,55 @@ class ThreadPage:
 
 
 def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> ThreadPage:
-    """One page of a chat, oldest first, ending before `before_id` (newest when None)."""
+    """One page of a chat, oldest first, ending before `before_id` (newest when None); each
+    inbound message with `sender_name`, as the prompt names its speaker."""
     rows = Message.objects.filter(chat=chat).select_related("preset", "backend").order_by("-id")
     if before_id:
         rows = rows.filter(id__lt=before_id)
     page = list(rows[: size + 1])
     older = page[size - 1].id if len(page) > size else None
-    return ThreadPage(messages=list(reversed(page[:size])), older_before_id=older)
+    messages = list(reversed(page[:size]))
+    if chat.source_type == SourceType.USER:
+        for message in messages:
+            message.sender_name = chat.display_name or pseudonym(message.line_user_id)
+    else:
+        names = member_names(chat=chat, messages=messages)
+        for message in messages:
+            message.sender_name = names.speaker(message.line_user_id) if message.line_user_id else ""
+    return ThreadPage(messages=messages, older_before_id=older)
+
+
+def with_sender_names(messages: QuerySet) -> QuerySet:
+    """Messages annotated with `sender_name`: the 1:1 chat's name, or the member's name in
+    a group ("" when not known: show `pseudonym`); one index lookup per row."""
+    member_name = ChatMember.objects.filter(chat=OuterRef("chat"), line_user_id=OuterRef("line_user_id"))
+    return messages.annotate(sender_name=Case(
+        When(direction=Direction.OUT, then=Value("")),
+        When(chat__source_type=SourceType.USER, then=F("chat__display_name")),
+        default=Subquery(member_name.values("display_name")[:1]),
+        output_field=CharField(),
+    ))
+
+
+def sent_by_name(name: str) -> Q:
+    """Inbound messages whose sender's name (in their group, or of their 1:1 chat) holds `name`."""
+    members = ChatMember.objects.filter(chat=OuterRef("chat"), line_user_id=OuterRef("line_user_id"),
+                                        display_name__icontains=name)
+    return Q(direction=Direction.IN) & (
+        Q(chat__source_type=SourceType.USER, chat__display_name__icontains=name) | Q(Exists(members)))
+
+
+def group_memory_counts() -> list[dict]:
+    """Groups and rooms per group-memory setting, for the dashboard."""
+    counts = dict(Chat.objects.exclude(source_type=SourceType.USER).order_by().values_list("group_memory")
+                  .annotate(n=Count("id")))
+    return [{"value": value, "label": label, "count": counts.get(value, 0)} for value, label in GroupMemory.choices]
+
+
+def erasure_requests(*, latest: int = 5) -> dict:
+    """Self-service erasures a legal hold stopped (in part): for the compliance officer."""
+    events = AuditEvent.objects.filter(action=AuditAction.ERASURE_REQUESTED).order_by("-created_at", "-id")
+    return {"count": events.count(), "latest": list(events.values("id", "created_at", "target_id", "details")[:latest])}
 
 
 def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days: int = 7) -> dict:

@@ -42,4 +42,7 @@ def dashboard(context) -> dict | None:
         "traffic_chart": traffic,
         "latency_chart": latency,
         "backends": backend_health(),
+        "group_memory": selectors.group_memory_counts(),
+        # What a legal hold kept from a self-service erasure: for whoever may read the audit log.
+        "erasure_requests": selectors.erasure_requests() if request.user.has_perm("core.view_auditevent") else None,
     }
