@@ -48,7 +48,8 @@ def test_the_message_list_has_a_sender_column_and_finds_messages_by_sender_name(
     assert f'<td class="field-sender">{pseudonym(BOB)}</td>' in page
     assert '<td class="field-sender">the bot</td>' in page
     found = admin_client.get("/admin/conversations/message/", {"q": "chen"}).content.decode()
-    assert "where is the station?" in found and "and the bus?" not in found
+    assert '<td class="field-short_text">@Bot where is the station?</td>' in found
+    assert "and the bus?" not in found
     # A 1:1 chat's sender is the chat's own name.
     Chat.objects.filter(source_type="user").update(display_name="Alice in private")
     found = admin_client.get("/admin/conversations/message/", {"q": "in private"}).content.decode()
