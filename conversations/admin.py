@@ -18,7 +18,7 @@ from core.models import AuditAction
 from core.redirects import safe_next
 from models_registry.models import SamplingPreset
 
-from . import chats, redaction, retention, selectors
+from . import chats, notices, redaction, retention, selectors
 from .filters import DateRangeFilter, GroupMemoryFilter
 from .models import Chat, ChatMember, Direction, LineChannel, Message, OptOut, PrivacyPolicy, ReplyMode, pseudonym
 from .paginators import CappedCountPaginator
@@ -32,10 +32,33 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
     class Meta:
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
-                  "mask_before_storing", "mask_before_cloud",
+                  "mask_before_storing", "mask_before_cloud", "operator_name", "operator_contact", "language",
+                  "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply",
                   # Commands and the per-user limit (conversations.commands, ingest)
                   "command_help", "command_privacy", "command_reset", "command_optout", "command_forgetme",
                   "user_limit_messages", "user_limit_minutes"]
+        widgets = {"notice_template": forms.Textarea(attrs={"rows": 7, "cols": 70}),
+                   "non_text_reply": forms.Textarea(attrs={"rows": 2, "cols": 70})}
+
+    # Left out of a post (a script, a form from before the setting): the channel keeps its own.
+    KEPT_WHEN_LEFT_OUT = ("language", "user_limit_messages", "user_limit_minutes")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.KEPT_WHEN_LEFT_OUT:
+            if name in self.fields:  # not for a viewer: read-only fields are not in the form
+                self.fields[name].required = False
+
+    def clean_language(self):
+        return self.cleaned_data.get("language") or self.instance.language
+
+    def clean_user_limit_messages(self):
+        value = self.cleaned_data.get("user_limit_messages")
+        return self.instance.user_limit_messages if value is None else value
+
+    def clean_user_limit_minutes(self):
+        value = self.cleaned_data.get("user_limit_minutes")
+        return self.instance.user_limit_minutes if value is None else value
 
     def clean(self):
         cleaned = super().clean()
@@ -52,6 +75,19 @@ class LineChannelAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     list_display = ["name", "slug", "webhook_path", "default_preset", "is_default", "mask_before_storing",
                     "mask_before_cloud"]
     prepopulated_fields = {"slug": ["name"]}
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default",
+                           "bot_user_id"]}),
+        (_("Personal data"), {"fields": ["mask_before_storing", "mask_before_cloud"]}),
+        (_("What the people in the chats are told"),
+         {"fields": ["operator_name", "operator_contact", "language", "notice_enabled", "notice_template",
+                     "non_text_reply_enabled", "non_text_reply"]}),
+        (_("Commands"), {"fields": ["command_help", "command_privacy", "command_reset", "command_optout",
+                                    "command_forgetme"],
+                         "description": _("The bot answers these itself, in 1:1 chats and, in groups and rooms, "
+                                          "when addressed to it. A command turned off is text for the model.")}),
+        (_("Per-user limit"), {"fields": ["user_limit_messages", "user_limit_minutes"]}),
+    ]
 
     @admin.display(description=_("webhook path"))
     def webhook_path(self, channel: LineChannel) -> str:
@@ -85,8 +121,31 @@ class LineChannelAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
             channel = self.get_object(request, object_id)
             if channel is not None:
                 extra_context = {**(extra_context or {}), "webhook_url": request.build_absolute_uri(
-                    reverse("conversations:webhook", args=[channel.slug]))}
+                    reverse("conversations:webhook", args=[channel.slug])),
+                    "notice_preview": notices.preview_notices(channel=channel),
+                    "notice_preview_url": reverse("admin:conversations_linechannel_notice_preview",
+                                                  args=[channel.pk])}
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        return [
+            path("<int:channel_id>/notice-preview/", self.admin_site.admin_view(self.notice_preview_view),
+                 name="conversations_linechannel_notice_preview"),
+            *super().get_urls(),
+        ]
+
+    def notice_preview_view(self, request, channel_id: int):
+        """The notice as a 1:1 chat and a group would get it, from the template and settings
+        posted (not saved): the change page's Preview button."""
+        channel = get_object_or_404(LineChannel, pk=channel_id)
+        if not self.has_view_or_change_permission(request, channel):
+            raise PermissionDenied
+        preview = notices.preview_notices(channel=channel, changes=request.POST if request.method == "POST" else {})
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": channel,
+                   "notice_preview": preview, "title": _("Privacy notice preview")}
+        fragment = request.headers.get("X-Preview") == "fragment"
+        template = "admin/conversations/linechannel/notice_preview" + ("_fragment" if fragment else "") + ".html"
+        return render(request, template, context)
 
 
 def deleted_object(obj) -> str:
@@ -328,7 +387,7 @@ class MessageAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     list_per_page = 50
     raw_id_fields = ["chat", "reply_to"]
-    exclude = ["reply_token", "original_hmac"]
+    exclude = ["reply_token", "quote_token", "original_hmac"]
     action_form = MessageActionForm
     actions = ["redact_selected", "retry_selected"]
 

@@ -13,8 +13,9 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.prompts import build_prompt
 from models_registry.services import GenerationFailed, generate
 
-from . import addressing, commands, selectors
+from . import addressing, commands, notices, selectors
 from .line.client import LineAPIError, line_client, retry_key
+from .line.plaintext import to_line_text
 from .line.text import batches, split_text
 from .models import Chat, Command, Direction, Message, SourceType, Status
 from .pii import mask_pii
@@ -41,9 +42,16 @@ def answer_message(*, message_id: int) -> None:
     if outbound is None and message.command:
         outbound = _store_answer(message=message, text=commands.answer(message=message))
     elif outbound is None:
-        if chat.source_type == SourceType.USER:
-            _show_loading(chat=chat)
-        outbound = _compose_answer(message=message)
+        if message.message_type != "text":
+            if not _reply_token_fresh(message):
+                # Pushes count against the account's quota: a late "text only, please" is not worth one.
+                _set_status(message, Status.SKIPPED, skip_reason="reply token expired")
+                return
+            outbound = _compose_non_text_reply(message=message)
+        else:
+            if chat.source_type == SourceType.USER:
+                _show_loading(chat=chat)
+            outbound = _compose_answer(message=message)
     try:
         calls = _deliver(outbound=outbound, inbound=message)
     except LineAPIError as exc:
@@ -54,12 +62,15 @@ def answer_message(*, message_id: int) -> None:
         Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
-    # Both sides' final state in one statement. The bot's own answers (commands) need no
-    # backend; a message over the per-user limit stays "skipped", its notice sent.
+    # Both sides' final state in one statement. An outbound text no backend wrote is the
+    # apology, unless it is the bot's own: a command's answer or the non-text answer, all
+    # the bot had to say. A message over the per-user limit stays "skipped", its notice sent.
     if message.command == Command.LIMIT_NOTICE:
         answered = Status.SKIPPED
+    elif outbound.backend_id or message.command or outbound.message_type == notices.NON_TEXT_REPLY_TYPE:
+        answered = Status.REPLIED
     else:
-        answered = Status.REPLIED if outbound.backend_id or message.command else Status.FAILED
+        answered = Status.FAILED
     Message.objects.filter(pk__in=[outbound.pk, message.pk]).update(
         status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
         delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
@@ -77,10 +88,12 @@ def _claim(message_id: int) -> Message | None:
     return Message.objects.select_related("chat__channel").get(pk=message_id)
 
 
-def _set_status(message: Message, status: str, *, error: str | None = None) -> None:
+def _set_status(message: Message, status: str, *, error: str | None = None, skip_reason: str = "") -> None:
     fields = {"status": status, "status_changed_at": timezone.now()}
     if error is not None:
         fields["error"] = error
+    if skip_reason:
+        fields["skip_reason"] = skip_reason
     Message.objects.filter(pk=message.pk).update(**fields)
 
 
@@ -109,7 +122,7 @@ def _compose_answer(*, message: Message) -> Message:
     completion = generation.completion if generation else None
     return _store_answer(
         message=message,
-        text=completion.text if completion else settings.LINEBOT["APOLOGY_TEXT"],
+        text=_line_ready(completion.text) if completion else settings.LINEBOT["APOLOGY_TEXT"],
         preset=preset,
         backend=generation.backend if generation else None,
         latency_ms=generation.latency_ms if generation else None,
@@ -129,6 +142,23 @@ def _store_answer(*, message: Message, text: str, **fields) -> Message:
         )
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
+        return Message.objects.get(reply_to=message, direction=Direction.OUT)
+
+
+def _line_ready(text: str) -> str:
+    """The model's Markdown as the plain text LINE shows (reasoning is already gone)."""
+    return to_line_text(text) or text.strip()
+
+
+def _compose_non_text_reply(*, message: Message) -> Message:
+    """The canned answer to an image, video, audio, file or location (1:1 chats only)."""
+    try:
+        return Message.objects.create(
+            chat=message.chat, direction=Direction.OUT, message_type=notices.NON_TEXT_REPLY_TYPE,
+            text=notices.non_text_reply(chat=message.chat), event_at=timezone.now(), status=Status.PENDING,
+            status_changed_at=timezone.now(), reply_to=message,
+        )
+    except IntegrityError:
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
 
 
@@ -174,6 +204,8 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
     client = line_client(chat.channel.access_token)
     calls = batches(split_text(outbound.text))
     buttons = commands.buttons_for(message=inbound)
+    # In a group or room the answer quotes the message it answers, so it is clear whose it is.
+    quote = inbound.quote_token if chat.source_type != SourceType.USER else ""
     line_retry = {
         "delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
         "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient,
@@ -185,15 +217,20 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
         sent = False
         if index == 0 and _reply_token_fresh(inbound):
             try:
-                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts, **extra), **line_retry)
+                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts, quote_token=quote,
+                                              **extra), **line_retry)
                 sent = True
             except LineAPIError as exc:
                 if not exc.invalid_reply_token:
                     raise
+        if not sent and outbound.message_type == notices.NON_TEXT_REPLY_TYPE:
+            # By reply or not at all: pushes count against the account's quota.
+            raise LineAPIError(status=400, message="The reply token expired; the non-text answer is not pushed.")
         if not sent:
             key = retry_key(message_id=outbound.pk, call_index=index)
             try:
-                retrying(lambda: client.push(to=chat.line_id, texts=texts, retry_key=key, **extra), **line_retry)
+                retrying(lambda: client.push(to=chat.line_id, texts=texts, retry_key=key,
+                                             quote_token=quote if index == 0 else "", **extra), **line_retry)
             except LineAPIError as exc:
                 if not exc.already_accepted:
                     raise

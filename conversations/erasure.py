@@ -83,6 +83,6 @@ def erase_user(*, line_user_id: str, actor, batch_size: int | None = None) -> Er
 def _blank(ids: list[int]) -> None:
     # The answers go in the same batch: blanking a question drops the user id that leads to them.
     Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
-        text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", erased=True,
+        text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", quote_token="", erased=True,
         original_hmac="", redaction_reason="", mentions=[],
     )

@@ -13,7 +13,7 @@ from django.utils import timezone
 from core.caching import TTLCache
 from core.sqlite_writes import one_writer_at_a_time
 
-from . import addressing, commands, selectors
+from . import addressing, commands, notices, selectors
 from .line import events as line_events
 from .models import (
     SKIP_RATE_LIMITED, Chat, ChatMember, Command, Direction, GroupMemory, LineChannel, Message, ReplyMode,
@@ -119,7 +119,7 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
         # Neither its text nor its sender is kept: only that a message came.
         result.unstored[chat.pk] += 1
         return "ignored"
-    skip_reason = _skip_reason(chat=chat, message=incoming)
+    skip_reason = _skip_reason(channel=channel, chat=chat, message=incoming)
     if skip_reason:
         command = ""
     elif incoming.sender_id and command not in commands.UNLIMITED:
@@ -149,6 +149,8 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
                 line_message_id=incoming.message_id,
                 webhook_event_id=incoming.webhook_event_id,
                 reply_token=incoming.reply_token if answered else "",
+                # Kept only where an answer quotes it: groups and rooms.
+                quote_token=incoming.quote_token if answered and in_group else "",
                 event_at=incoming.sent_at,
                 status=Status.PENDING if answered else Status.SKIPPED,
                 skip_reason=skip_reason,
@@ -258,10 +260,16 @@ def _member_for(chat: Chat, *, line_user_id: str, careful: bool) -> None:
 
 
 def _on_follow_or_join(channel: LineChannel, event: dict) -> str:
+    """The chat is (again) active; the privacy notice is queued, keyed on the event."""
     source_type, line_id = line_events.chat_key(event)
+    event_id, reply_token, sent_at = (line_events.webhook_event_id(event), line_events.reply_token(event),
+                                      line_events.event_time(event))
     chat = _chat_for(channel, source_type=source_type, line_id=line_id)
     if not chat.is_active:
         Chat.objects.filter(pk=chat.pk).update(is_active=True)
+    if channel.notice_enabled and reply_token and event.get("mode") != "standby":
+        queued = notices.queue_notice(chat=chat, webhook_event_id=event_id, reply_token=reply_token, event_at=sent_at)
+        return "stored" if queued else "duplicates"
     return "stored"
 
 
@@ -277,7 +285,7 @@ def _on_unsend(channel: LineChannel, event: dict) -> str:
     _, line_id = line_events.chat_key(event)
     unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=message_id)
     unsent.filter(status=Status.PENDING).update(status=Status.SKIPPED, skip_reason="unsent")
-    unsent.update(text="", unsent=True, reply_token="")
+    unsent.update(text="", unsent=True, reply_token="", quote_token="")
     return "stored"
 
 
@@ -353,12 +361,15 @@ def _chat_for(channel: LineChannel, *, source_type: str, line_id: str, careful: 
     return chat
 
 
-def _skip_reason(*, chat: Chat, message: line_events.IncomingMessage) -> str:
+def _skip_reason(*, channel: LineChannel, chat: Chat, message: line_events.IncomingMessage) -> str:
     """Why the bot stays silent on this message, or "" if it answers."""
     if message.standby:
         return "standby"
     if message.message_type != "text" or not message.text:
-        return "not text"
+        # An image, a file… in a 1:1 chat gets the short "I read only text" answer.
+        answered = notices.answers_non_text(channel=channel, source_type=chat.source_type,
+                                            message_type=message.message_type)
+        return "" if answered else "not text"
     if chat.source_type == SourceType.USER:
         return ""
     if chat.reply_mode == ReplyMode.ALWAYS:

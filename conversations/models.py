@@ -1,5 +1,5 @@
 """LINE channels, the chats the bot is in, and every message said there."""
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -67,7 +67,8 @@ class LineChannel(models.Model):
     )
     notice_template = models.TextField(
         _("privacy notice text"), blank=True, default="", max_length=NOTICE_MAX_LENGTH,
-        validators=[validate_notice_template],
+        # A TextField's max_length reaches forms only; the validator holds everywhere.
+        validators=[MaxLengthValidator(NOTICE_MAX_LENGTH), validate_notice_template],
         help_text=_("Empty: the built-in notice, in the chat's language. Placeholders, each filled in from the "
                     "live settings: {operator} who runs the bot, {retention} how long messages are kept, "
                     "{memory} what is kept of the chat, {models} where answers are generated, {commands} how "
@@ -80,6 +81,7 @@ class LineChannel(models.Model):
     )
     non_text_reply = models.TextField(
         _("answer to non-text messages"), blank=True, default="", max_length=NON_TEXT_REPLY_MAX_LENGTH,
+        validators=[MaxLengthValidator(NON_TEXT_REPLY_MAX_LENGTH)],
         help_text=_("Empty: the built-in text, in the chat's language."),
     )
     # Commands the bot answers itself (conversations.commands), each one can be turned off.

@@ -5,11 +5,17 @@ backends, the privacy policy), in the chat's language: zh-Hant or English, throu
 translations. `/privacy` and `/help` (conversations.commands) call `privacy_notice` and
 `help_text`; the notice on follow/join is sent by `send_notice`, in the worker.
 """
+import copy
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -21,6 +27,7 @@ from . import selectors
 from .line.client import LineAPIError, line_client
 from .line.text import batches, split_text
 from .models import NOTICE_PLACEHOLDERS, BotLanguage, Chat, Direction, LineChannel, Message, SourceType, Status
+from .queue import NOTICE_TASK, enqueue_after_commit
 from .retention import effective_retention_days
 from .templating import fill
 
@@ -97,16 +104,53 @@ def answers_non_text(*, channel: LineChannel, source_type: str, message_type: st
 
 
 def chat_language(*, chat: Chat) -> str:
-    """The language of the chat's latest messages with words in them, else the channel's."""
+    """zh-Hant if any of the chat's latest messages has Chinese in it, English if they have
+    only Latin words, else the channel's language.
+
+    Chinese wins over a few English words: chats in Taiwan mix them ("OK", "iPhone"),
+    while an English speaker seldom writes a Chinese character.
+    """
     if chat.pk:
-        recent = (Message.objects.filter(chat=chat, direction=Direction.IN, redacted=False, erased=False)
-                  .exclude(text="").order_by("-id").values_list("text", flat=True)[:LANGUAGE_SAMPLE])
-        for text in recent:
-            if _HAN.search(text):
-                return BotLanguage.ZH_HANT
-            if _LATIN.search(text):
-                return BotLanguage.EN
+        recent = list(Message.objects.filter(chat=chat, direction=Direction.IN, redacted=False, erased=False)
+                      .exclude(text="").order_by("-id").values_list("text", flat=True)[:LANGUAGE_SAMPLE])
+        if any(_HAN.search(text) for text in recent):
+            return BotLanguage.ZH_HANT
+        if any(_LATIN.search(text) for text in recent):
+            return BotLanguage.EN
     return chat.channel.language or settings.LANGUAGE_CODE
+
+
+# What the console's Preview button may try out before it is saved.
+PREVIEW_FIELDS = ("operator_name", "operator_contact", "language", "notice_template")
+
+
+@dataclass
+class NoticePreview:
+    language: str
+    one_to_one: str = ""
+    group: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def preview_notices(*, channel: LineChannel, changes: Mapping[str, str] | None = None) -> NoticePreview:
+    """The notice a new 1:1 chat and a new group of `channel` would get, with `changes`
+    (posted, unsaved values of PREVIEW_FIELDS) tried out first; nothing is saved."""
+    channel = copy.copy(channel)
+    errors = []
+    for name in PREVIEW_FIELDS:
+        if changes is None or name not in changes:
+            continue
+        model_field = LineChannel._meta.get_field(name)
+        try:
+            setattr(channel, name, model_field.clean(changes[name], channel))
+        except ValidationError as exc:
+            errors += [f"{model_field.verbose_name}: {message}" for message in exc.messages]
+    preview = NoticePreview(language=channel.language, errors=errors)
+    if not errors:
+        for attribute, source_type in (("one_to_one", SourceType.USER), ("group", SourceType.GROUP)):
+            chat = Chat(channel=channel, source_type=source_type)
+            setattr(preview, attribute, privacy_notice(chat=chat, language=channel.language))
+    return preview
 
 
 # --- The notice's sentences, in the active language -----------------------------------
@@ -177,6 +221,26 @@ def _how_to_ask(chat: Chat) -> str:
 # --- Sending the notice (the worker) -------------------------------------------------
 
 
+def queue_notice(*, chat: Chat, webhook_event_id: str, reply_token: str, event_at) -> bool:
+    """Records the privacy notice a follow or join event calls for and queues its sending;
+    False when that event was taken in before (LINE redelivered it).
+
+    Called in the webhook's transaction; the text is written by the worker, at sending.
+    """
+    try:
+        # Follow and join are rare: a savepoint every time costs nothing worth saving.
+        with transaction.atomic():
+            notice = Message.objects.create(
+                chat=chat, direction=Direction.OUT, message_type=NOTICE_TYPE, webhook_event_id=webhook_event_id,
+                reply_token=reply_token, event_at=event_at, status=Status.PENDING,
+                status_changed_at=timezone.now(),
+            )
+    except IntegrityError:
+        return False
+    enqueue_after_commit(NOTICE_TASK, notice.pk)
+    return True
+
+
 def send_notice(*, message_id: int) -> None:
     """Sends a queued privacy notice with its follow/join event's reply token, at most once.
 
@@ -210,6 +274,17 @@ def send_notice(*, message_id: int) -> None:
         logger.info("Privacy notice %s not sent to chat %s: %s", notice.pk, chat.pk, exc)
         return
     _finish(notice, Status.REPLIED, delivered_calls=1)
+
+
+def expire_stale_notices(*, now) -> int:
+    """Notices a lost task or a dead worker left unsent, once their reply token is past use,
+    marked `skipped` (the sweeper calls this): they are never pushed instead."""
+    too_old = now - timedelta(seconds=settings.LINEBOT["GENERATING_STUCK_AFTER"])
+    return Message.objects.filter(
+        direction=Direction.OUT, message_type=NOTICE_TYPE, status__in=[Status.PENDING, Status.GENERATING],
+        event_at__lt=now - timedelta(seconds=settings.LINEBOT["REPLY_TOKEN_MAX_AGE"]),
+    ).filter(Q(status=Status.PENDING) | Q(status_changed_at__lt=too_old)).update(
+        status=Status.SKIPPED, skip_reason="reply token expired", status_changed_at=now)
 
 
 def _token_fresh(message: Message) -> bool:

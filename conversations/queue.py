@@ -13,6 +13,7 @@ PROFILE_TASK = "conversations.tasks.refresh_chat_profile"
 MEMBER_TASK = "conversations.tasks.refresh_member_profile"
 SWEEP_TASK = "conversations.tasks.sweep_stuck_messages"
 PURGE_TASK = "conversations.tasks.purge_expired"
+NOTICE_TASK = "conversations.tasks.send_notice"
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.models import Schedule
 
+from . import notices
 from .models import Direction, Message, Status
 from .queue import PURGE_TASK, SWEEP_TASK, enqueue_reply
 
@@ -41,6 +42,7 @@ def sweep_stuck_messages(*, now: datetime | None = None, limit: int = 1000) -> S
         enqueue_reply(message_id=message_id)
     if ids or failed:
         logger.warning("Sweeper: queued %d stuck messages again, failed %d", len(ids), failed)
+    notices.expire_stale_notices(now=now)
     return SweepResult(requeued=len(ids), failed=failed)
 
 

@@ -1,9 +1,13 @@
 """django-q2 entry points: thin wrappers over services (their paths are in `queue`)."""
-from . import answering, profiles, retention, sweeper
+from . import answering, notices, profiles, retention, sweeper
 
 
 def answer_message(message_id: int) -> None:
     answering.answer_message(message_id=message_id)
+
+
+def send_notice(message_id: int) -> None:
+    notices.send_notice(message_id=message_id)
 
 
 def refresh_chat_profile(chat_id: int) -> None:

@@ -116,7 +116,7 @@ class SamplingPresetAdmin(AuditedModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "backend", "fallback_backend", "is_default"]}),
         (_("Prompt"), {"fields": ["system_prompt", "history_turns"]}),
-        (_("Sampling"), {"fields": ["temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty"],
+        (_("Sampling"), {"fields": ["temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "think"],
                          "description": _("How the model picks each next word. Lower temperature and top_p give "
                                           "steadier answers; higher give more varied ones.")}),
     ]

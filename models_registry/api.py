@@ -70,7 +70,8 @@ class PresetSerializer(ModelCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = SamplingPreset
         fields = ["id", "name", "backend", "fallback_backend", "system_prompt", "temperature", "top_p", "top_k",
-                  "max_new_tokens", "repetition_penalty", "history_turns", "is_default", "created_at", "updated_at"]
+                  "max_new_tokens", "repetition_penalty", "think", "history_turns", "is_default", "created_at",
+                  "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
 

@@ -51,6 +51,12 @@ class ModelBackend(models.Model):
         return f"{self.name} ({self.get_kind_display()}: {self.model})"
 
 
+class ThinkMode(models.TextChoices):
+    DEFAULT = "default", _("model's default")
+    ON = "on", _("on")
+    OFF = "off", _("off")
+
+
 class SamplingPreset(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     backend = models.ForeignKey(
@@ -95,6 +101,11 @@ class SamplingPreset(models.Model):
         default=1.1,
         validators=[MinValueValidator(0.5), MaxValueValidator(2.0)],
         help_text=_("Above 1 discourages repeating words already said; 1 is off."),
+    )
+    think = models.CharField(
+        _("thinking"), max_length=8, choices=ThinkMode.choices, default=ThinkMode.DEFAULT,
+        help_text=_("Whether a reasoning model thinks before it answers (Ollama; other backends ignore it). "
+                    "Off answers sooner. Reasoning is never stored or sent, whatever this says."),
     )
     is_default = models.BooleanField(
         _("global default"),

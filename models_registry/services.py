@@ -1,7 +1,7 @@
 """Turning registered backends and presets into adapter calls."""
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 
@@ -12,7 +12,8 @@ from core.models import AuditAction
 from core.retry import retrying
 
 from .backends import Backend, BackendConfig, BackendError, Completion, ConnectionReport, SamplingParams, Turn, backend_for
-from .models import ModelBackend, SamplingPreset
+from .models import ModelBackend, SamplingPreset, ThinkMode
+from .reasoning import without_reasoning
 
 
 class GenerationFailed(Exception):
@@ -47,6 +48,7 @@ def sampling_params(*, preset: SamplingPreset) -> SamplingParams:
         top_k=preset.top_k,
         max_new_tokens=preset.max_new_tokens,
         repetition_penalty=preset.repetition_penalty,
+        think={ThinkMode.ON: True, ThinkMode.OFF: False}.get(preset.think),
     )
 
 
@@ -77,6 +79,9 @@ def generate(
 ) -> Generation:
     """Asks the preset's backends in turn, retrying transient errors, for a non-empty answer.
 
+    Reasoning blocks (<think>…</think>) are taken out of every completion first: an answer
+    that was nothing but reasoning counts as empty.
+
     `prepare(backend, turns)` may rewrite what one backend is sent (e.g. mask PII for a
     cloud backend).
     """
@@ -101,7 +106,8 @@ def generate(
         except BackendError as exc:
             failures.append(f"{backend.name}: {exc}")
             continue
-        if completion.text.strip():
+        completion = replace(completion, text=without_reasoning(completion.text))
+        if completion.text:
             return Generation(completion, backend, round((time.perf_counter() - started) * 1000))
         failures.append(f"{backend.name}: empty answer")
     raise GenerationFailed("; ".join(failures))

@@ -357,6 +357,19 @@ def test_line_quick_reply_limits(fake_line_api, http, action, problem):
     assert fake_line_api.delivered == []
 
 
+def test_line_quote_tokens_go_on_texts_and_stickers_only_and_are_never_empty(fake_line_api, http):
+    quoting = {"replyToken": "q1", "messages": [{"type": "text", "text": "re", "quoteToken": "abc-_123"}]}
+    assert raw_line_post(http, fake_line_api, "/v2/bot/message/reply", quoting).status_code == 200
+    empty = {"replyToken": "q2", "messages": [{"type": "text", "text": "re", "quoteToken": ""}]}
+    image = {"to": "U" + "1a" * 16, "messages": [{"type": "image", "originalContentUrl": "https://x.tw/a.png",
+                                                  "previewImageUrl": "https://x.tw/a.png", "quoteToken": "abc"}]}
+    assert raw_line_post(http, fake_line_api, "/v2/bot/message/reply", empty).json()["details"] == [
+        {"message": "May not be empty", "property": "messages[0].quoteToken"}]
+    assert raw_line_post(http, fake_line_api, "/v2/bot/message/push", image).json()["details"] == [
+        {"message": "This message type cannot quote", "property": "messages[0].quoteToken"}]
+    assert len(fake_line_api.delivered) == 1 and len(fake_line_api.validation_errors) == 2
+
+
 def test_line_text_limit_counts_utf16_units(fake_line_api, messaging_api):
     at_limit = "😀" * 2500  # 2500 code points, 5000 UTF-16 units
     over_limit = at_limit + "a"
@@ -542,6 +555,22 @@ def test_ollama_chat_streaming(fake_ollama, ollama_client):
     assert "".join(p.message.content for p in parts) == "2 messages at t=0.5"
     assert parts[-1].done and parts[-1].done_reason == "stop" and parts[-1].eval_count == 4
     assert fake_ollama.last("chat").status == 200
+
+
+def test_ollama_think_as_ollama_takes_it(fake_ollama, ollama_client):
+    fake_ollama.responder = lambda messages, options: "<think>reasoning</think>answer"
+    chat = {"model": "gemma3:4b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    assert ollama_client.chat(**chat).message.content == "<think>reasoning</think>answer"  # not sent: as it comes
+    assert ollama_client.chat(**chat, think=False).message.content == "<think>reasoning</think>answer"
+    with pytest.raises(ollama.ResponseError, match="does not support thinking"):
+        ollama_client.chat(**chat, think=True)
+    fake_ollama.thinking_models = ["gemma3:4b"]
+    thought = ollama_client.chat(**chat, think="high").message
+    assert (thought.content, thought.thinking) == ("answer", "reasoning")
+    unthought = ollama_client.chat(**chat, think=False).message
+    assert (unthought.content, unthought.thinking) == ("answer", None)
+    with pytest.raises(ollama.ResponseError, match="invalid think value"):
+        ollama_client._request_raw("POST", "/api/chat", json={**chat, "think": "maybe"})
 
 
 def test_ollama_num_predict_truncates(fake_ollama, ollama_client):

@@ -140,6 +140,10 @@ BAD_EVENTS = {
     "edited message id too long": lambda: _with(editing(), "message.id", KEPT_ID * 2),
     "edited message id a number": lambda: _with(editing(), "message.id", int(KEPT_ID)),
     "edited text with NUL": lambda: _with(editing(), "message.text", SECRET + "\x00"),
+    "quoteToken an object": lambda: _with(mentioning(), "message.quoteToken", {"token": "q"}),
+    "quoteToken a number": lambda: _with(in_prefix_group(), "message.quoteToken", 12345),
+    "follow replyToken an object": lambda: _with(ev.follow_event(user_id=STRANGER), "replyToken", {"t": 1}),
+    "join timestamp a string": lambda: _with(ev.join_event(group_id=PREFIX_GROUP), "timestamp", "now"),
 }
 
 
@@ -217,14 +221,17 @@ def test_json_nested_too_deep_is_a_clear_400(webhook, body):
     assert Message.objects.count() == 0 and Chat.objects.count() == 0
 
 
-def test_fields_the_bot_never_reads_do_not_matter_however_long(webhook, line_api):
-    """quoteToken and emojis are not stored: nothing to cut, nothing to refuse."""
+@pytest.mark.parametrize("source", ["user", "group"])
+def test_fields_the_bot_never_reads_do_not_matter_however_long(webhook, line_api, source):
+    """emojis are not read; a quoteToken longer than its column is left out, not refused:
+    the answer only goes without its quote."""
     token = "q" * 5000
-    event = _with(ev.text_message_event("quoted"), "message.quoteToken", token)
+    event = _with(ev.text_message_event("quoted", source=source, mention_self=True), "message.quoteToken", token)
     event["message"]["emojis"] = "not a list"
     response = webhook.post(body=body_of(event))
     assert response.json() == {"stored": 1, "duplicates": 0, "ignored": 0}
-    assert line_api.delivered_texts() == ["echo: quoted"]
+    assert line_api.delivered_texts() == ["echo: @Bot quoted"]
+    assert "quoteToken" not in line_api.last("reply").json["messages"][0]
     assert token not in json.dumps(list(Message.objects.values()), default=str)
     assert too_long_values() == []
 

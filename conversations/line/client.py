@@ -64,13 +64,17 @@ class LineClient:
         self.api = messaging.MessagingApi(messaging.ApiClient(configuration))
         self.timeout = settings.LINE_API_TIMEOUT
 
-    def reply(self, *, reply_token: str, texts: list[str], buttons: list[QuickReplyButton] | None = None) -> None:
-        request = self.sdk.ReplyMessageRequest(reply_token=reply_token, messages=self._texts(texts, buttons))
+    def reply(self, *, reply_token: str, texts: list[str], quote_token: str = "",
+              buttons: list[QuickReplyButton] | None = None) -> None:
+        """`quote_token`: the first text quotes the message it belongs to; `buttons`: quick
+        replies under the last."""
+        request = self.sdk.ReplyMessageRequest(reply_token=reply_token,
+                                               messages=self._texts(texts, quote_token, buttons))
         self._call(self.api.reply_message, request)
 
-    def push(self, *, to: str, texts: list[str], retry_key: str,
+    def push(self, *, to: str, texts: list[str], retry_key: str, quote_token: str = "",
              buttons: list[QuickReplyButton] | None = None) -> None:
-        request = self.sdk.PushMessageRequest(to=to, messages=self._texts(texts, buttons))
+        request = self.sdk.PushMessageRequest(to=to, messages=self._texts(texts, quote_token, buttons))
         self._call(self.api.push_message, request, x_line_retry_key=retry_key)
 
     def show_loading(self, *, user_id: str, seconds: int) -> None:
@@ -78,13 +82,15 @@ class LineClient:
         request = self.sdk.ShowLoadingAnimationRequest(chat_id=user_id, loading_seconds=seconds)
         self._call(self.api.show_loading_animation, request)
 
-    def _texts(self, texts: list[str], buttons: list[QuickReplyButton] | None = None) -> list:
+    def _texts(self, texts: list[str], quote_token: str = "",
+               buttons: list[QuickReplyButton] | None = None) -> list:
         quick_reply = self.sdk.QuickReply(items=[
             self.sdk.QuickReplyItem(action=self.sdk.PostbackAction(
                 label=button.label, data=button.data, display_text=button.display_text))
             for button in buttons]) if buttons else None
         # LINE shows quick-reply buttons only under the last message of a call.
-        return [self.sdk.TextMessage(text=text, quick_reply=quick_reply if index == len(texts) - 1 else None)
+        return [self.sdk.TextMessage(text=text, quote_token=quote_token if index == 0 and quote_token else None,
+                                     quick_reply=quick_reply if index == len(texts) - 1 else None)
                 for index, text in enumerate(texts)]
 
     def member_display_name(self, *, source_type: str, chat_id: str, user_id: str) -> str:

@@ -23,6 +23,8 @@ MESSAGE_ID_MAX = Message._meta.get_field("line_message_id").max_length
 MESSAGE_TYPE_MAX = Message._meta.get_field("message_type").max_length
 EVENT_ID_MAX = Message._meta.get_field("webhook_event_id").max_length
 REPLY_TOKEN_MAX = Message._meta.get_field("reply_token").max_length
+# LINE's spec gives quote tokens no bound; those seen are about 100 characters.
+QUOTE_TOKEN_MAX = Message._meta.get_field("quote_token").max_length
 BOT_USER_ID_MAX = LineChannel._meta.get_field("bot_user_id").max_length
 # LINE's event types are short words; the bound keeps a forged one out of the logs.
 EVENT_TYPE_MAX = 64
@@ -65,6 +67,7 @@ class IncomingMessage:
     message_type: str
     text: str  # "" unless a text message
     mentions: tuple[Mention, ...]
+    quote_token: str  # "" when LINE sends none (a message that cannot be quoted)
 
     @property
     def mentions_self(self) -> bool:
@@ -169,6 +172,19 @@ def message_text(message: dict) -> str:
     return _string(message.get("text"), name="message.text")
 
 
+def quote_token(message: dict) -> str:
+    """The token that lets an answer quote this message; "" when there is none.
+
+    One longer than any LINE sends is left out rather than refused: without it the answer
+    only lacks its quote, and cutting it would make it invalid.
+    """
+    token = _string(message.get("quoteToken"), name="message.quoteToken", required=False)
+    if len(token) > QUOTE_TOKEN_MAX:
+        logger.warning("Ignored a quoteToken longer than %d characters", QUOTE_TOKEN_MAX)
+        return ""
+    return token
+
+
 def unsent_message_id(event: dict) -> str:
     unsend = _object(event.get("unsend"), name="unsend")
     return _string(unsend.get("messageId"), name="unsend.messageId", max_length=MESSAGE_ID_MAX)
@@ -231,6 +247,7 @@ def incoming_message(event: dict) -> IncomingMessage:
         message_type=message_type,
         text=text,
         mentions=mentions(content, text=text) if text else (),
+        quote_token=quote_token(content),
     )
 
 

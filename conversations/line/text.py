@@ -1,4 +1,6 @@
 """LINE's limits on text messages, which count UTF-16 code units, not characters."""
+import re
+
 MAX_TEXT_UNITS = 5000
 MAX_MESSAGES_PER_CALL = 5
 
@@ -7,11 +9,23 @@ def utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def split_text(text: str, *, limit: int = MAX_TEXT_UNITS) -> list[str]:
-    """Cuts text into pieces of at most `limit` UTF-16 units.
+# Where a cut may go, best first, each searched for in the back part of a full piece
+# (the share of the piece it may give up): a paragraph, a line, a sentence (also CJK
+# 。！？ and a closing quote or bracket after them), a space.
+_CUTS = [
+    (re.compile(r"\n[ \t]*\n\s*"), 0.5),
+    (re.compile(r"\n"), 0.5),
+    (re.compile(r"[.!?](?:[\"')\]]*)\s+|[。！？!?][」』）〉》”’]*"), 0.5),
+    (re.compile(r"\s+"), 0.2),
+]
 
-    A cut prefers the last line break, then the last space, in the back fifth of a
-    piece, so sentences survive where they can; a surrogate pair is never cut.
+
+def split_text(text: str, *, limit: int = MAX_TEXT_UNITS) -> list[str]:
+    """Cuts text into pieces of at most `limit` UTF-16 units, losing nothing.
+
+    A cut prefers a paragraph break, then a line break, then the end of a sentence, then
+    a space (see _CUTS); only text with none of them near the limit is cut mid-word. A
+    surrogate pair is never cut.
     """
     if utf16_units(text) <= limit:
         return [text]
@@ -27,15 +41,22 @@ def split_text(text: str, *, limit: int = MAX_TEXT_UNITS) -> list[str]:
             units += width
             end += 1
         if end < len(text):
-            floor = start + (end - start) * 4 // 5
-            for separator in ("\n", " "):
-                cut = text.rfind(separator, floor, end)
-                if cut > start:
-                    end = cut + 1
-                    break
+            end = _best_cut(text, start, end)
         pieces.append(text[start:end])
         start = end
     return pieces
+
+
+def _best_cut(text: str, start: int, end: int) -> int:
+    """Where to end the piece text[start:end], which is as long as a piece may be."""
+    for pattern, share in _CUTS:
+        floor = end - int((end - start) * share)
+        cut = None
+        for match in pattern.finditer(text, floor, end):
+            cut = match.end()
+        if cut is not None and cut > start:
+            return cut
+    return end
 
 
 def batches(pieces: list[str], *, size: int = MAX_MESSAGES_PER_CALL) -> list[list[str]]:

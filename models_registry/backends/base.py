@@ -26,6 +26,8 @@ class SamplingParams:
     top_k: int = 40
     max_new_tokens: int = 512
     repetition_penalty: float = 1.1
+    # Whether a reasoning model thinks first; None leaves it to the model.
+    think: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,8 +38,12 @@ class OllamaBackend:
             "repeat_penalty": params.repetition_penalty,
         }
         messages = [{"role": turn.role, "content": turn.content} for turn in turns]
+        # Sent only when the preset says; the model's thinking, if any, arrives apart from
+        # the answer (message.thinking) and is dropped here.
+        think = {} if params.think is None else {"think": params.think}
         with self._errors():
-            response = self.client.chat(model=self.config.model, messages=messages, options=options, stream=False)
+            response = self.client.chat(model=self.config.model, messages=messages, options=options, stream=False,
+                                        **think)
         return Completion(
             text=response.message.content or "",
             prompt_tokens=response.prompt_eval_count,

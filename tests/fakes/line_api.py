@@ -31,6 +31,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _CHAT_ID = re.compile(r"[UCR][0-9a-f]{32}")
 _USER_ID = re.compile(r"U[0-9a-f]{32}")
 _TEXT_TYPES = ("text", "textV2")
+# The message objects LINE lets quote an earlier message (those with a quoteToken property).
+_QUOTING_TYPES = ("text", "textV2", "sticker")
 
 
 class Delivery(NamedTuple):
@@ -308,6 +310,13 @@ def _limit_errors(body: dict) -> list[dict[str, str]]:
         if not 1 <= len(messages) <= MAX_MESSAGES:
             errors.append({"message": f"Size must be between 1 and {MAX_MESSAGES}", "property": "messages"})
         for index, message in enumerate(messages):
+            if isinstance(message, dict) and "quoteToken" in message:
+                token = message["quoteToken"]
+                if message.get("type") not in _QUOTING_TYPES:
+                    errors.append(
+                        {"message": "This message type cannot quote", "property": f"messages[{index}].quoteToken"})
+                elif not isinstance(token, str) or not token:
+                    errors.append({"message": "May not be empty", "property": f"messages[{index}].quoteToken"})
             text = message.get("text") if isinstance(message, dict) and message.get("type") in _TEXT_TYPES else None
             if not isinstance(text, str):
                 continue

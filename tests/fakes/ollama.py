@@ -30,6 +30,9 @@ FLOAT_OPTIONS = frozenset(
     {"min_p", "typical_p", "top_p", "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty"}
 )
 OTHER_OPTIONS = frozenset({"stop", "penalize_newline", "numa", "use_mmap"})
+# `think` as Ollama (0.9+) takes it: a boolean, or a level for the models that have levels.
+THINK_LEVELS = frozenset({"low", "medium", "high"})
+_THINK_BLOCK = re.compile(r"\A\s*<think>(.*?)</think>\s*", re.DOTALL)
 
 ChatResponder = Callable[[list[dict], dict], str]
 
@@ -59,6 +62,7 @@ class FakeOllama(FakeServer):
         *,
         responder: ChatResponder | None = None,
         chunk_interval: float = 0.0,
+        thinking_models: tuple[str, ...] | list[str] = (),
     ):
         super().__init__()
         self.models = [normalize_model(name) for name in models]
@@ -66,6 +70,10 @@ class FakeOllama(FakeServer):
         self.responder: ChatResponder = responder or echo_chat
         # Pause between streamed chunks, to exercise streaming timeouts.
         self.chunk_interval = chunk_interval
+        # Models with the "thinking" capability: a responder's leading <think>…</think> is
+        # their reasoning, returned apart (think on), left out (think off), or left in the
+        # content (think not sent, as older Ollama did). Others refuse `think: true`.
+        self.thinking_models = [normalize_model(name) for name in thinking_models]
 
     # -- convenience for tests ------------------------------------------------
 
@@ -120,7 +128,8 @@ class FakeOllama(FakeServer):
                     "general.parameter_count": _parameter_count(details["parameter_size"]),
                     f"{details['family']}.context_length": 131072,
                 },
-                "capabilities": ["completion"],
+                "capabilities": ["completion", "thinking"] if normalize_model(name) in self.thinking_models
+                else ["completion"],
                 "modified_at": entry["modified_at"],
             },
         )
@@ -138,13 +147,25 @@ class FakeOllama(FakeServer):
         problem = _check_messages(body.get("messages")) or _check_options(body.get("options"))
         if problem:
             return _ollama_error(400, problem)
+        think = body.get("think")
+        if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
+            return _ollama_error(400, f"invalid think value: {think!r}")
+        thinks = normalize_model(name) in self.thinking_models
+        if think not in (None, False) and not thinks:
+            return _ollama_error(400, f'"{name}" does not support thinking')
         messages = body.get("messages") or []
         options = dict(body.get("options") or {})
         started = time.perf_counter_ns()
-        answer, truncated = truncate(self.responder(messages, options), options.get("num_predict"))
+        answer, thinking = self.responder(messages, options), ""
+        reasoning = _THINK_BLOCK.match(answer) if thinks and think is not None else None
+        if reasoning:
+            answer, thinking = answer[reasoning.end():], reasoning.group(1).strip() if think else ""
+        answer, truncated = truncate(answer, options.get("num_predict"))
         final = _final_stats(name, messages, answer, "length" if truncated else "stop", started)
         if body.get("stream", True) is False:
             final["message"] = {"role": "assistant", "content": answer}
+            if thinking:
+                final["message"]["thinking"] = thinking
             return json_response(200, final)
         return Response(200, self._stream(name, answer, final), NDJSON_TYPE)
 

@@ -233,6 +233,50 @@ def sticker_message_event(
     )
 
 
+def media_message_event(
+    kind: str = "image",
+    *,
+    source: str = "user",
+    user_id: str | None = DEFAULT_USER_ID,
+    group_id: str | None = None,
+    room_id: str | None = None,
+    mode: str = "active",
+    redelivery: bool = False,
+    webhook_event_id: str | None = None,
+    reply_token: str | None = None,
+    message_id: str | None = None,
+    timestamp_ms: int | None = None,
+) -> dict:
+    """An image, video, audio, file or location message event, with the fields LINE sends."""
+    message: dict[str, Any] = {"type": kind, "id": message_id or new_message_id()}
+    if kind in ("image", "video", "audio"):
+        message["contentProvider"] = {"type": "line"}
+    if kind in ("image", "video"):
+        message["quoteToken"] = new_quote_token()
+    if kind in ("video", "audio"):
+        message["duration"] = 12_345
+    if kind == "file":
+        message.update({"fileName": "report.pdf", "fileSize": 20_480})
+    if kind == "location":
+        message.update({"title": "台北101", "address": "台北市信義區信義路五段7號", "latitude": 25.0339,
+                        "longitude": 121.5645})
+    if kind not in ("image", "video", "audio", "file", "location"):
+        raise ValueError(f"kind must be image, video, audio, file or location, not {kind!r}")
+    return _message_event(
+        "message",
+        message,
+        source=source,
+        user_id=user_id,
+        group_id=group_id,
+        room_id=room_id,
+        mode=mode,
+        redelivery=redelivery,
+        webhook_event_id=webhook_event_id,
+        reply_token=reply_token,
+        timestamp_ms=timestamp_ms,
+    )
+
+
 def message_edited_event(
     message_id: str,
     new_text: str,
