@@ -230,7 +230,8 @@ def test_fields_the_bot_never_reads_do_not_matter_however_long(webhook, line_api
     event["message"]["emojis"] = "not a list"
     response = webhook.post(body=body_of(event))
     assert response.json() == {"stored": 1, "duplicates": 0, "ignored": 0}
-    assert line_api.delivered_texts() == ["echo: @Bot quoted"]
+    # The model sees no mention of the bot; in a group, the speaker's name.
+    assert line_api.delivered_texts() == [{"user": "echo: quoted", "group": "echo: User 1a1a: quoted"}[source]]
     assert "quoteToken" not in line_api.last("reply").json["messages"][0]
     assert token not in json.dumps(list(Message.objects.values()), default=str)
     assert too_long_values() == []
