@@ -13,9 +13,9 @@ SELF, KEYWORD, MEMBER = "self", "keyword", "member"
 Span = list  # [start, end, kind, member id or None]
 
 def keyword_end(*, chat: Chat, text: str) -> int | None:
-    """Where the reply keyword that opens `text` ends, in a chat answered on its keyword."""
+    """Where the reply keyword that opens `text` ends, in a group or room answered on its keyword."""
     prefix = chat.reply_prefix.strip()
-    if chat.reply_mode != ReplyMode.PREFIX or not prefix:
+    if chat.source_type == SourceType.USER or chat.reply_mode != ReplyMode.PREFIX or not prefix:
         return None
     stripped = text.lstrip()
     if not stripped.startswith(prefix):

@@ -184,20 +184,20 @@ def forget_sender(*, message: Message) -> str:
 
 def language_for(*, message: Message) -> str:
     """CJK in the message → zh-Hant; other words → English; neither (a bare command, a
-    button) → the chat's latest messages that are not commands, else the channel's language."""
+    button) → the chat's latest messages that are not commands, judged as `notices` judges
+    a chat (any Chinese wins), else the channel's language."""
     if _CJK.search(message.text):
         return BotLanguage.ZH_HANT
     words = _COMMAND.sub("", addressing.for_model(message.text, message.mentions))
     if _LATIN.search(words):
         return BotLanguage.EN
-    recent = (Message.objects.filter(chat_id=message.chat_id, direction=Direction.IN, command="", redacted=False,
-                                     erased=False).exclude(text="").order_by("-id")
-              .values_list("text", flat=True)[:notices.LANGUAGE_SAMPLE])
-    for text in recent:
-        if _CJK.search(text):
-            return BotLanguage.ZH_HANT
-        if _LATIN.search(text):
-            return BotLanguage.EN
+    recent = list(Message.objects.filter(chat_id=message.chat_id, direction=Direction.IN, command="", redacted=False,
+                                         erased=False).exclude(text="").order_by("-id")
+                  .values_list("text", flat=True)[:notices.LANGUAGE_SAMPLE])
+    if any(_CJK.search(text) for text in recent):
+        return BotLanguage.ZH_HANT
+    if any(_LATIN.search(text) for text in recent):
+        return BotLanguage.EN
     language = message.chat.channel.language
     return language if language in TEXTS else BotLanguage.EN
 
