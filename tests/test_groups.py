@@ -204,3 +204,11 @@ def test_an_edit_moves_the_spans_with_the_text(webhook, ollama_server, make_chat
     webhook.post(edited)
     message = Message.objects.get()
     assert (message.text, message.mentions, message.edited) == ("fixed @Bot", [[6, 10, "self", None]], True)
+
+
+def test_spans_that_no_longer_fit_their_text_are_skipped_not_misapplied():
+    from conversations import addressing
+
+    assert addressing.for_model("hi", [[0, 40, "self", None], [1, 0, "self", None], "junk"]) == "hi"
+    assert addressing.for_model("@Bot hi @Bob", [[0, 4, "self", None], [8, 12, "member", 9]], names={9: "Bob W."}) \
+        == "hi Bob W."
