@@ -212,3 +212,19 @@ def test_spans_that_no_longer_fit_their_text_are_skipped_not_misapplied():
     assert addressing.for_model("hi", [[0, 40, "self", None], [1, 0, "self", None], "junk"]) == "hi"
     assert addressing.for_model("@Bot hi @Bob", [[0, 4, "self", None], [8, 12, "member", 9]], names={9: "Bob W."}) \
         == "hi Bob W."
+
+
+@pytest.mark.parametrize("take_away", ["redact", "unsend"])
+def test_redaction_and_unsend_take_the_mention_spans_too(webhook, admin_user, named, take_away):
+    from conversations import redaction
+
+    sent = said("I think @Bob took it", ALICE, mention_self=True, mentionees=[ev.mentionee(13, 4, user_id=BOB)])
+    webhook.post(said("hi", BOB, mention_self=True))
+    webhook.post(sent)
+    message = Message.objects.get(line_message_id=sent["message"]["id"])
+    assert message.mentions[-1][2:] == ["member", ChatMember.objects.get(line_user_id=BOB).pk]
+    if take_away == "redact":
+        redaction.redact_messages(message_ids=[message.pk], actor=admin_user, reason="accusation")
+    else:
+        webhook.post(ev.unsend_event(sent["message"]["id"], source="group", user_id=ALICE))
+    assert Message.objects.get(pk=message.pk).mentions == []
