@@ -20,7 +20,7 @@ from models_registry.models import SamplingPreset
 
 from . import chats, notices, redaction, retention, selectors
 from .filters import DateRangeFilter, GroupMemoryFilter
-from .models import Chat, ChatMember, Direction, LineChannel, Message, OptOut, PrivacyPolicy, ReplyMode, pseudonym
+from .models import Chat, Direction, LineChannel, Message, OptOut, PrivacyPolicy, ReplyMode, pseudonym
 from .paginators import CappedCountPaginator
 
 

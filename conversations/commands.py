@@ -217,8 +217,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "cancelled": "Nothing was erased.",
         "expired": "That button has expired; nothing was erased. Send /forgetme again if you still want it.",
         "erased": "Done: %(count)d messages, yours and my answers to them, are erased.",
-        "held": "I erased %(count)d messages, yours and my answers to them. %(held)d more are under a legal hold and cannot be erased "
-                "now; your request has been recorded for the operator.",
+        "held": "I erased %(count)d messages, yours and my answers to them. %(held)d more are under a legal "
+                "hold and cannot be erased now; your request has been recorded for the operator.",
         "who": "LINE did not tell me who sent this, so I cannot do it. Please update LINE and try again.",
         "limit": "You have sent me many messages in a short time. I will answer again in about "
                  "%(minutes)d minutes.",

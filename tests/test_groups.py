@@ -62,7 +62,8 @@ def test_addressed_memory_stores_only_what_is_for_the_bot(webhook, line_api, nam
     assert chat.group_memory == GroupMemory.ADDRESSED and chat.unstored_messages == 2
     question = Message.objects.get(direction="in")
     # The log keeps what Bob wrote; the spans say what the model sees differently.
-    assert (question.text, question.line_user_id, question.mentions) == ("@Bot what is 2+2?", BOB, [[0, 4, "self", None]])
+    assert (question.text, question.line_user_id, question.mentions) == (
+        "@Bot what is 2+2?", BOB, [[0, 4, "self", None]])
     assert list(Message.objects.values_list("direction", flat=True).order_by("id")) == ["in", "out"]
     stored = json.dumps(list(Message.objects.values()), default=str) + json.dumps(
         list(ChatMember.objects.values()), default=str)
