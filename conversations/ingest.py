@@ -184,8 +184,9 @@ def _on_postback(channel: LineChannel, event: dict, *, careful: bool, result: In
     if reading == commands.Confirmation.FORGED:
         raise line_events.MalformedEvent("postback.data is not signed by this bot")
     if reading == commands.Confirmation.NOT_YOURS or postback.standby:
-        # Someone else's button (groups show them to all): nothing of theirs is stored.
-        result.not_acted_on["postback for another user"] += 1
+        # Someone else's button (groups show them to all), or another bot's turn to act:
+        # nothing of it is stored.
+        result.not_acted_on["postback in standby" if postback.standby else "postback for another user"] += 1
         return "ignored"
     chat = _chat_for(channel, source_type=postback.source_type, line_id=postback.chat_id, careful=careful)
     try:
