@@ -22,8 +22,8 @@ from models_registry.models import SamplingPreset
 
 from . import chats, labels, notices, redaction, retention, selectors
 from .channel_admin import ChannelSetupAdminMixin
-from .filters import DateRangeFilter
-from .models import Chat, LineChannel, Message, PrivacyPolicy, ReplyMode, SourceType
+from .filters import DateRangeFilter, GroupMemoryFilter
+from .models import Chat, Direction, LineChannel, Message, OptOut, PrivacyPolicy, ReplyMode, SourceType, pseudonym
 from .paginators import CappedCountPaginator
 from .simulator import admin as simulator_admin  # noqa: F401  (registers the simulator's pages)
 from .simulator.views import simulator_links
@@ -38,20 +38,34 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
                   "mask_before_storing", "mask_before_cloud", "operator_name", "operator_contact", "language",
-                  "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply", "is_simulated"]
+                  "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply",
+                  # Commands and the per-user limit (conversations.commands, ingest)
+                  "command_help", "command_privacy", "command_reset", "command_optout", "command_forgetme",
+                  "user_limit_messages", "user_limit_minutes", "is_simulated"]
         widgets = {"notice_template": forms.Textarea(attrs={"rows": 7, "cols": 70}),
                    "non_text_reply": forms.Textarea(attrs={"rows": 2, "cols": 70})}
         # The admin shows help text as HTML, where "<slug>" would vanish.
         help_texts = {"slug": escape(LineChannel._meta.get_field("slug").help_text)}
 
+    # Left out of a post (a script, a form from before the setting): the channel keeps its own.
+    KEPT_WHEN_LEFT_OUT = ("language", "user_limit_messages", "user_limit_minutes")
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "language" in self.fields:  # not for a viewer: read-only fields are not in the form
-            self.fields["language"].required = False
+        for name in self.KEPT_WHEN_LEFT_OUT:
+            if name in self.fields:  # not for a viewer: read-only fields are not in the form
+                self.fields[name].required = False
 
     def clean_language(self):
-        # Left out of a post (a script, a form from before the setting): the channel keeps its own.
         return self.cleaned_data.get("language") or self.instance.language
+
+    def clean_user_limit_messages(self):
+        value = self.cleaned_data.get("user_limit_messages")
+        return self.instance.user_limit_messages if value is None else value
+
+    def clean_user_limit_minutes(self):
+        value = self.cleaned_data.get("user_limit_minutes")
+        return self.instance.user_limit_minutes if value is None else value
 
     def clean(self):
         cleaned = super().clean()
@@ -77,6 +91,11 @@ class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedMo
         (_("What the people in the chats are told"),
          {"fields": ["operator_name", "operator_contact", "language", "notice_enabled", "notice_template",
                      "non_text_reply_enabled", "non_text_reply"]}),
+        (_("Commands"), {"fields": ["command_help", "command_privacy", "command_reset", "command_optout",
+                                    "command_forgetme"],
+                         "description": _("The bot answers these itself, in 1:1 chats and, in groups and rooms, "
+                                          "when addressed to it. A command turned off is text for the model.")}),
+        (_("Per-user limit"), {"fields": ["user_limit_messages", "user_limit_minutes"]}),
     ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -215,18 +234,19 @@ class ChatAdmin(AuditedModelAdmin):
     form = ChatForm
     action_form = ChatActionForm
     actions = ["assign_preset", "set_reply_mode", "make_local_only", "allow_cloud"]
-    list_display = ["__str__", "source_type", "preset", "reply_mode", "local_only", "message_count",
+    list_display = ["__str__", "source_type", "preset", "reply_mode", "memory", "local_only", "message_count",
                     "last_activity", "retention_policy", "thread_link", "simulated"]
     list_editable = ["preset", "reply_mode", "local_only"]
-    list_filter = ["source_type", "reply_mode", "local_only", "is_active", "legal_hold", "channel",
+    list_filter = ["source_type", "reply_mode", GroupMemoryFilter, "local_only", "is_active", "legal_hold", "channel",
                    ("channel__is_simulated", admin.BooleanFieldListFilter)]
     list_select_related = ["channel", "preset"]
     search_fields = ["display_name", "line_id"]
     readonly_fields = ["channel", "source_type", "line_id", "profile_fetched_at", "retention_policy",
-                       "oldest_message_kept"]
+                       "oldest_message_kept", "unstored_messages", "context_reset_at", "members"]
     fieldsets = [
         (None, {"fields": ["display_name", "channel", "source_type", "line_id", "is_active"]}),
         (_("Answering"), {"fields": ["preset", "reply_mode", "reply_prefix", "local_only"]}),
+        (_("Memory"), {"fields": ["group_memory", "unstored_messages", "context_reset_at", "members"]}),
         (_("Retention"), {"fields": ["retention_days", "legal_hold", "retention_policy", "oldest_message_kept"]}),
     ]
 
@@ -280,6 +300,21 @@ class ChatAdmin(AuditedModelAdmin):
                  name="conversations_chat_thread"),
             *super().get_urls(),
         ]
+
+    MEMBERS_SHOWN = 50
+
+    @admin.display(description=_("members who spoke to the bot"))
+    def members(self, chat: Chat) -> str:
+        """Their names as prompts show them (a pseudonym until LINE gives one)."""
+        members = list(chat.members.order_by("id")[: self.MEMBERS_SHOWN + 1]) if chat.pk else []
+        if not members:
+            return "—"
+        names = ", ".join(str(member) for member in members[: self.MEMBERS_SHOWN])
+        return f"{names}, …" if len(members) > self.MEMBERS_SHOWN else names
+
+    @admin.display(description=_("group memory"), ordering="group_memory")
+    def memory(self, chat: Chat) -> str:
+        return "—" if chat.source_type == "user" else chat.get_group_memory_display()
 
     @admin.display(description=_("messages"), ordering="messages_total")
     def message_count(self, chat: Chat) -> int:
@@ -403,11 +438,12 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Messages come from LINE and go only by retention, erasure or with their chat, all
     audited; redaction blanks them. So no adding, changing or deleting here."""
 
-    list_display = ["id", "event_at", "chat", "direction", "status_badge", "short_text", "latency_ms", "backend"]
-    list_filter = ["direction", "status", ("event_at", DateRangeFilter), "redacted"]
+    list_display = ["id", "event_at", "chat", "sender", "direction", "status_badge", "short_text", "latency_ms",
+                    "backend"]
+    list_filter = ["direction", "status", ("event_at", DateRangeFilter), "command", "redacted"]
     list_select_related = ["chat", "backend"]
     search_fields = ["=line_user_id", "text"]
-    search_help_text = _("A LINE user id (exact), or words in the text.")
+    search_help_text = _("A LINE user id (exact), a sender's name, or words in the text.")
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
@@ -435,6 +471,23 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def lookup_allowed(self, lookup, value, request=None):
         return lookup in ("chat__id__exact", "line_user_id", "reply_to__id__exact") or super().lookup_allowed(
             lookup, value, request)
+
+    def get_queryset(self, request):
+        return selectors.with_sender_names(super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            results = results | queryset.filter(selectors.sent_by_name(search_term.strip()))
+        return results, may_have_duplicates
+
+    @admin.display(description=_("sender"), ordering="sender_name")
+    def sender(self, obj: Message) -> str:
+        if obj.direction == Direction.OUT:
+            return _("the bot")
+        if not obj.line_user_id:
+            return "—"
+        return obj.sender_name or pseudonym(obj.line_user_id)
 
     @admin.display(description=_("text"))
     def short_text(self, obj: Message) -> str:
@@ -531,6 +584,35 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                    "answer": answer, "answer_repeats": repeats, "form": form, "next": back,
                    "title": _("Redact message %(id)s") % {"id": message.pk}}
         return render(request, "admin/conversations/message/redact.html", context)
+
+
+@admin.register(OptOut)
+class OptOutAdmin(admin.ModelAdmin):
+    """Who asked the bot (/optout) to neither store nor answer them: keyed hashes, read-only.
+    Only the user can undo it (/optin)."""
+
+    list_display = ["user", "channel", "created_at"]
+    list_filter = ["channel"]
+    search_fields = ["=user_hmac"]
+    search_help_text = _("A LINE user id (exact): it is hashed before the search.")
+    readonly_fields = ["channel", "user_hmac", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("user (keyed hash)"), ordering="user_hmac")
+    def user(self, opt_out: OptOut) -> str:
+        return format_html("<code>{}</code>", opt_out.user_hmac[:12])
+
+    def get_search_results(self, request, queryset, search_term):
+        return super().get_search_results(request, queryset, audit.keyed_hash(search_term.strip())
+                                          if search_term.strip() else "")
 
 
 @admin.register(PrivacyPolicy)

@@ -13,11 +13,11 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.prompts import build_prompt
 from models_registry.services import GenerationFailed, generate
 
-from . import channel_health, notices, selectors
+from . import addressing, channel_health, commands, notices, selectors
 from .line.client import LineAPIError, client_for, retry_key
 from .line.plaintext import to_line_text
 from .line.text import batches, split_text
-from .models import Chat, Direction, Message, PushReason, SourceType, Status
+from .models import Chat, Command, Direction, Message, PushReason, SourceType, Status
 from .pii import mask_pii
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,15 @@ def answer_message(*, message_id: int) -> None:
     if message is None:
         return
     chat = message.chat
+    if message.command == Command.FORGETME_CONFIRMED:
+        _erase_and_confirm(message=message)
+        return
     # Only a message taken up before can already have an answer to reuse.
     outbound = (Message.objects.filter(reply_to=message, direction=Direction.OUT).first()
                 if message.attempts > 1 else None)
-    if outbound is None:
+    if outbound is None and message.command:
+        outbound = _store_answer(message=message, text=commands.answer(message=message))
+    elif outbound is None:
         if message.message_type != "text":
             if not _reply_token_fresh(message):
                 # Pushes count against the account's quota: a late "text only, please" is not worth one.
@@ -58,9 +63,14 @@ def answer_message(*, message_id: int) -> None:
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
     # Both sides' final state in one statement. An outbound text no backend wrote is the
-    # apology, unless it is the non-text answer, which is all the bot had to say.
-    answered = (Status.REPLIED if outbound.backend_id or outbound.message_type == notices.NON_TEXT_REPLY_TYPE
-                else Status.FAILED)
+    # apology, unless it is the bot's own: a command's answer or the non-text answer, all
+    # the bot had to say. A message over the per-user limit stays "skipped", its notice sent.
+    if message.command == Command.LIMIT_NOTICE:
+        answered = Status.SKIPPED
+    elif outbound.backend_id or message.command or outbound.message_type == notices.NON_TEXT_REPLY_TYPE:
+        answered = Status.REPLIED
+    else:
+        answered = Status.FAILED
     Message.objects.filter(pk__in=[outbound.pk, message.pk]).update(
         status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
         delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
@@ -110,22 +120,25 @@ def _compose_answer(*, message: Message) -> Message:
         logger.warning("No answer for message %s: %s", message.pk, error)
         Message.objects.filter(pk=message.pk).update(error=error)
     completion = generation.completion if generation else None
+    return _store_answer(
+        message=message,
+        text=_as_stored(chat, _line_ready(completion.text)) if completion else settings.LINEBOT["APOLOGY_TEXT"],
+        preset=preset,
+        backend=generation.backend if generation else None,
+        latency_ms=generation.latency_ms if generation else None,
+        prompt_tokens=completion.prompt_tokens if completion else None,
+        completion_tokens=completion.completion_tokens if completion else None,
+        error=error,
+    )
+
+
+def _store_answer(*, message: Message, text: str, **fields) -> Message:
+    """The outbound Message answering `message`, stored once (unique per inbound message)."""
     try:
         # Autocommit: a task runs in no outer transaction, so no savepoint is needed.
         return Message.objects.create(
-            chat=chat,
-            direction=Direction.OUT,
-            text=_as_stored(chat, _line_ready(completion.text)) if completion else settings.LINEBOT["APOLOGY_TEXT"],
-            event_at=timezone.now(),
-            status=Status.PENDING,
-            status_changed_at=timezone.now(),
-            reply_to=message,
-            preset=preset,
-            backend=generation.backend if generation else None,
-            latency_ms=generation.latency_ms if generation else None,
-            prompt_tokens=completion.prompt_tokens if completion else None,
-            completion_tokens=completion.completion_tokens if completion else None,
-            error=error,
+            chat=message.chat, direction=Direction.OUT, text=text, event_at=timezone.now(),
+            status=Status.PENDING, status_changed_at=timezone.now(), reply_to=message, **fields,
         )
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
@@ -158,11 +171,26 @@ def _as_stored(chat: Chat, text: str) -> str:
 
 
 def prompt_turns(*, message: Message, preset: SamplingPreset) -> list[Turn]:
-    """What the model is sent for `message` before masking; the simulator and preset
-    comparisons build it with this same function."""
+    """What the model is sent for `message` before masking (the simulator and preset
+    comparisons build it with this same function). In a group or room each user turn starts
+    with its speaker's name, and the system prompt says whose message to answer; the bot's
+    mention and the keyword are left out, other members' mentions read as their names."""
     history = selectors.prompt_history(message=message, turns=preset.history_turns)
-    return build_prompt(preset=preset, conversation=[
-        Turn("user" if earlier.direction == Direction.IN else "assistant", earlier.text) for earlier in history])
+    chat = message.chat
+    if chat.source_type == SourceType.USER:
+        return build_prompt(preset=preset, conversation=[
+            Turn("user" if earlier.direction == Direction.IN else "assistant",
+                 addressing.for_model(earlier.text, earlier.mentions))
+            for earlier in history])
+    names = selectors.member_names(chat=chat, messages=history)
+    conversation = []
+    for earlier in history:
+        if earlier.direction == Direction.OUT:
+            conversation.append(Turn("assistant", earlier.text))
+        else:
+            text = addressing.for_model(earlier.text, earlier.mentions, names=names.members)
+            conversation.append(Turn("user", f"{names.speaker(earlier.line_user_id)}: {text}"))
+    return build_prompt(preset=preset, conversation=conversation, speaker=names.speaker(message.line_user_id))
 
 
 def masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
@@ -185,6 +213,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
     chat = inbound.chat
     client = client_for(chat.channel)
     calls = batches(split_text(outbound.text))
+    buttons = commands.buttons_for(message=inbound)
     # In a group or room the answer quotes the message it answers, so it is clear whose it is.
     quote = inbound.quote_token if chat.source_type != SourceType.USER else ""
     line_retry = {
@@ -193,11 +222,13 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
     }
     for index in range(outbound.delivered_calls, len(calls)):
         texts = calls[index]
+        # /forgetme's buttons go under the answer's last text.
+        extra = {"buttons": buttons} if buttons and index == len(calls) - 1 else {}
         sent = refused = False
         if index == 0 and _reply_token_fresh(inbound):
             try:
-                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts,
-                                              quote_token=quote), **line_retry)
+                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts, quote_token=quote,
+                                              **extra), **line_retry)
                 sent = True
             except LineAPIError as exc:
                 if not exc.invalid_reply_token:
@@ -210,7 +241,7 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
             key = retry_key(message_id=outbound.pk, call_index=index)
             try:
                 retrying(lambda: client.push(to=chat.line_id, texts=texts, retry_key=key,
-                                             quote_token=quote if index == 0 else ""), **line_retry)
+                                             quote_token=quote if index == 0 else "", **extra), **line_retry)
             except LineAPIError as exc:
                 if not exc.already_accepted:
                     raise
@@ -220,6 +251,34 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
         if index + 1 < len(calls):
             Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)
     return len(calls)
+
+
+def _erase_and_confirm(*, message: Message) -> None:
+    """A confirmed /forgetme: erase, then say so.
+
+    The erasure takes the sender's messages with it — this one too (deleted with a 1:1
+    chat, blanked in a group) — so the confirmation is sent as it is, not stored and
+    delivered like an answer. A failure to send it leaves the erasure done.
+    """
+    text = commands.forget_sender(message=message)
+    Message.objects.filter(pk=message.pk).update(status=Status.REPLIED, reply_token="",
+                                                 status_changed_at=timezone.now())
+    client = client_for(message.chat.channel)
+    texts = batches(split_text(text))[0]
+    line_retry = {"delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
+                  "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient}
+    key = retry_key(message_id=message.pk, call_index=0)
+    try:
+        if _reply_token_fresh(message):
+            try:
+                retrying(lambda: client.reply(reply_token=message.reply_token, texts=texts), **line_retry)
+                return
+            except LineAPIError as exc:
+                if not exc.invalid_reply_token:
+                    raise
+        retrying(lambda: client.push(to=message.chat.line_id, texts=texts, retry_key=key), **line_retry)
+    except LineAPIError as exc:
+        logger.warning("The confirmation of erasure request %s was not sent: %s", message.pk, exc)
 
 
 def _reply_token_fresh(message: Message) -> bool:

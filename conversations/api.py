@@ -24,7 +24,7 @@ from core.models import AuditAction
 from models_registry.selectors import backend_summary
 
 from . import chats, health, redaction, selectors
-from .models import Chat, Direction, LineChannel, Message, Status
+from .models import Chat, Command, Direction, LineChannel, Message, Status, pseudonym
 
 # --- Channels -------------------------------------------------------------------------
 
@@ -48,8 +48,11 @@ class ChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
         fields = ["id", "name", "slug", "channel_secret", "access_token", "has_channel_secret", "has_access_token",
                   "webhook_url", "default_preset", "is_default", "bot_user_id", "mask_before_storing",
                   "mask_before_cloud", "operator_name", "operator_contact", "language", "notice_enabled",
-                  "notice_template", "non_text_reply_enabled", "non_text_reply", "is_simulated", "created_at",
-                  "updated_at"]
+                  "notice_template", "non_text_reply_enabled", "non_text_reply",
+                  # Commands and the per-user limit
+                  "command_help", "command_privacy", "command_reset", "command_optout", "command_forgetme",
+                  "user_limit_messages", "user_limit_minutes",
+                  "is_simulated", "created_at", "updated_at"]
         read_only_fields = ["is_simulated", "created_at", "updated_at"]
 
     def get_has_channel_secret(self, channel: LineChannel) -> bool:
@@ -95,10 +98,10 @@ class ChatSerializer(serializers.ModelSerializer):
     class Meta:
         model = Chat
         fields = ["id", "channel", "source_type", "line_id", "display_name", "preset", "reply_mode",
-                  "reply_prefix", "local_only", "is_active", "retention_days", "legal_hold", "profile_fetched_at",
-                  "simulated", "created_at", "updated_at"]
+                  "reply_prefix", "group_memory", "unstored_messages", "context_reset_at", "local_only", "is_active",
+                  "retention_days", "legal_hold", "profile_fetched_at", "simulated", "created_at", "updated_at"]
         read_only_fields = ["channel", "source_type", "line_id", "display_name", "is_active", "profile_fetched_at",
-                            "created_at", "updated_at"]
+                            "unstored_messages", "context_reset_at", "created_at", "updated_at"]
 
     def validate(self, attrs):
         # The admin's form refuses this too; say which field is to blame.
@@ -115,8 +118,8 @@ class ChatFilter(django_filters.FilterSet):
 
     class Meta:
         model = Chat
-        fields = ["channel", "line_id", "source_type", "reply_mode", "preset", "local_only", "is_active",
-                  "legal_hold"]
+        fields = ["channel", "line_id", "source_type", "reply_mode", "group_memory", "preset", "local_only",
+                  "is_active", "legal_hold"]
 
     def filter_search(self, queryset, name, value):
         return queryset.filter(Q(display_name__icontains=value) | Q(line_id=value))
@@ -125,7 +128,8 @@ class ChatFilter(django_filters.FilterSet):
 @extend_schema_view(
     list=extend_schema(summary="List chats"),
     retrieve=extend_schema(summary="Get a chat"),
-    partial_update=extend_schema(summary="Change a chat: preset, reply mode, local-only, retention, legal hold"),
+    partial_update=extend_schema(summary="Change a chat: preset, reply mode, group memory, local-only, retention, "
+                                         "legal hold"),
 )
 class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
                   viewsets.GenericViewSet):
@@ -145,14 +149,29 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
 class MessageSerializer(serializers.ModelSerializer):
     """As the admin shows a message: no reply token, no hash of a redacted original."""
 
+    sender_name = serializers.SerializerMethodField(
+        help_text="Of an inbound message: the sender's name in the group (as LINE gives it, else a pseudonym) "
+                  "or of the 1:1 chat; empty for the bot's.")
+    command = serializers.ChoiceField(
+        choices=Command.choices, allow_blank=True, read_only=True,
+        help_text="What the bot answered itself (a command, a /forgetme button, the per-user limit's notice); "
+                  "empty for a message a model answered.")
+
     class Meta:
         model = Message
-        fields = ["id", "chat", "direction", "line_user_id", "message_type", "text", "line_message_id",
+        fields = ["id", "chat", "direction", "line_user_id", "sender_name", "command", "message_type", "text",
+                  "line_message_id",
                   "webhook_event_id", "event_at", "status", "status_changed_at", "skip_reason", "reply_to",
                   "preset", "backend", "latency_ms", "prompt_tokens", "completion_tokens", "error", "attempts",
                   "delivered_calls", "edited", "unsent", "redacted", "redacted_at", "redacted_by",
                   "redaction_reason", "erased", "created_at"]
         read_only_fields = fields
+
+
+    def get_sender_name(self, message: Message) -> str:
+        if message.direction == Direction.OUT or not message.line_user_id:
+            return ""
+        return getattr(message, "sender_name", "") or pseudonym(message.line_user_id)
 
 
 class RedactSerializer(serializers.Serializer):
@@ -167,6 +186,8 @@ class BulkRedactSerializer(RedactSerializer):
 class MessageFilter(django_filters.FilterSet):
     chat = IdFilter(field_name="chat_id", help_text="Chat id.")
     user = django_filters.CharFilter(field_name="line_user_id", help_text="The sender's LINE user id.")
+    sender = django_filters.CharFilter(method="filter_sender", max_length=200,
+                                       help_text="Words in the sender's name (in the group, or of the 1:1 chat).")
     direction = django_filters.ChoiceFilter(choices=Direction.choices)
     status = django_filters.ChoiceFilter(choices=Status.choices)
     since = DateTimeFilter(field_name="event_at", lookup_expr="gte", help_text="ISO 8601; messages sent at or after.")
@@ -174,7 +195,10 @@ class MessageFilter(django_filters.FilterSet):
 
     class Meta:
         model = Message
-        fields = ["chat", "user", "direction", "status", "since", "until"]
+        fields = ["chat", "user", "sender", "direction", "status", "since", "until"]
+
+    def filter_sender(self, queryset, name, value):
+        return queryset.filter(selectors.sent_by_name(value))
 
 
 class MessageCursorPagination(CursorPagination):
@@ -193,7 +217,7 @@ class MessageCursorPagination(CursorPagination):
 class MessageViewSet(viewsets.ReadOnlyModelViewSet):
     """Reading a conversation is audited once per request, as in the admin."""
 
-    queryset = Message.objects.all()
+    queryset = selectors.with_sender_names(Message.objects.all())
     serializer_class = MessageSerializer
     filterset_class = MessageFilter
     pagination_class = MessageCursorPagination
@@ -209,6 +233,9 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         if "user" in filters:
             # The trail outlives an erasure: a LINE user id goes in only as its keyed hash.
             filters["user_hmac"] = audit.keyed_hash(filters.pop("user"))
+        if "sender" in filters:
+            # A name, likewise.
+            filters["sender_hmac"] = audit.keyed_hash(filters.pop("sender"))
         audit.record_conversation_view(actor=request.user, target_type="chat" if chat else "messages",
                                        target_id=chat or filters.get("user_hmac", ""), via="api", filters=filters,
                                        count=len(response.data["results"]))

@@ -1,5 +1,5 @@
 """The right to erasure: a LINE user's 1:1 conversations go, their words in groups (and the
-bot's answers to them) are blanked."""
+bot's answers to them) are blanked, and the names LINE gave for them in groups are forgotten."""
 from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
@@ -9,7 +9,7 @@ from core.batching import run_in_batches
 from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
-from .models import Chat, Message, SourceType
+from .models import Chat, ChatMember, Message, SourceType
 from .retention import delete_messages
 
 ERASED_TEXT = "[erased at the user's request]"
@@ -23,6 +23,7 @@ class ErasurePlan:
     direct_messages: int
     group_messages: int
     held_messages: int
+    chat_members: int = 0  # group and room memberships (with their names) forgotten
 
 
 def _direct_chats(line_user_id: str) -> QuerySet:
@@ -49,7 +50,13 @@ def plan_erasure(*, line_user_id: str) -> ErasurePlan:
         group_messages=sum(rows.filter(chat__legal_hold=False).count() for rows in in_groups),
         held_messages=Message.objects.filter(chat__in=direct.filter(legal_hold=True)).count()
         + sum(rows.filter(chat__legal_hold=True).count() for rows in in_groups),
+        chat_members=_memberships(line_user_id).count(),
     )
+
+
+def _memberships(line_user_id: str) -> QuerySet:
+    # A legal hold keeps a chat as it is, names of who said what included.
+    return ChatMember.objects.filter(line_user_id=line_user_id, chat__legal_hold=False)
 
 
 def erase_user(*, line_user_id: str, actor, batch_size: int | None = None) -> ErasurePlan:
@@ -62,10 +69,12 @@ def erase_user(*, line_user_id: str, actor, batch_size: int | None = None) -> Er
         Chat.objects.filter(pk=chat_id).delete()
     run_in_batches(rows=_group_messages(line_user_id).filter(chat__legal_hold=False).order_by("id"),
                    batch_size=batch_size, apply=_blank)
+    ChatMember.objects.filter(pk__in=list(_memberships(line_user_id).values_list("pk", flat=True))).delete()
     audit.record(
         action=AuditAction.ERASE_USER, actor=actor, target_type="line_user", target_id=plan.user_hmac,
         details={"direct_chats": plan.direct_chats, "direct_messages": plan.direct_messages,
-                 "group_messages": plan.group_messages, "kept_under_legal_hold": plan.held_messages},
+                 "group_messages": plan.group_messages, "chat_members": plan.chat_members,
+                 "kept_under_legal_hold": plan.held_messages},
     )
     checkpoint_wal()
     return plan
@@ -75,5 +84,5 @@ def _blank(ids: list[int]) -> None:
     # The answers go in the same batch: blanking a question drops the user id that leads to them.
     Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
         text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", quote_token="", erased=True,
-        original_hmac="", redaction_reason="",
+        original_hmac="", redaction_reason="", mentions=[],
     )

@@ -20,7 +20,7 @@ from django.utils import timezone
 from core import audit
 from core.models import AuditAction
 
-from .models import Chat, LineChannel, Message
+from .models import Chat, ChatMember, LineChannel, Message
 
 BATCH_SIZE = 5000
 FORMATS = ("jsonl", "csv")
@@ -55,6 +55,10 @@ MESSAGE_COLUMNS = [
 ]
 CHAT_COLUMNS = [("chat_type", "source_type"), ("chat_id", "line_id"), ("chat_name", "display_name"),
                 ("channel", "channel__slug"), ("simulated", "channel__is_simulated"), ("created_at", "created_at")]
+# The user's name in each group or room, as LINE gave it.
+MEMBER_COLUMNS = [("chat_type", "chat__source_type"), ("chat_id", "chat__line_id"), ("chat_name", "chat__display_name"),
+                  ("channel", "chat__channel__slug"), ("display_name", "display_name"),
+                  ("name_fetched_at", "fetched_at"), ("created_at", "created_at")]
 
 
 class ExportError(Exception):
@@ -122,8 +126,10 @@ def export_conversations(
 
 def export_user(*, line_user_id: str, output: Path, actor, force: bool = False,
                 on_progress: Callable[[int], None] | None = None) -> dict:
-    """Everything stored about one LINE user: their 1:1 chats, their messages and the answers to them."""
+    """Everything stored about one LINE user: their 1:1 chats, their names in groups, their
+    messages and the answers to them."""
     chats = Chat.objects.filter(source_type="user", line_id=line_user_id)
+    memberships = ChatMember.objects.filter(line_user_id=line_user_id).order_by("id")
     messages = Message.objects.filter(
         Q(line_user_id=line_user_id) | Q(reply_to__line_user_id=line_user_id) | Q(chat__in=chats)
     )
@@ -131,6 +137,8 @@ def export_user(*, line_user_id: str, output: Path, actor, force: bool = False,
     def records() -> Iterator[dict]:
         for row in chats.values_list(*[path for _, path in CHAT_COLUMNS]):
             yield {"record": "chat", **dict(zip([name for name, _ in CHAT_COLUMNS], row))}
+        for row in memberships.values_list(*[path for _, path in MEMBER_COLUMNS]):
+            yield {"record": "member", **dict(zip([name for name, _ in MEMBER_COLUMNS], row))}
         for record in _message_records(messages):
             yield {"record": "message", **record}
 

@@ -52,3 +52,20 @@ class DateRangeFilter(admin.FieldListFilter):
         since, until = self._date(self.since_param), self._date(self.until_param)
         return {"since_param": self.since_param, "until_param": self.until_param,
                 "since": since.isoformat() if since else "", "until": until.isoformat() if until else ""}
+
+
+class GroupMemoryFilter(admin.SimpleListFilter):
+    """Groups and rooms by what they keep (1:1 chats keep everything said to the bot)."""
+
+    title = _("group memory")
+    parameter_name = "group_memory"
+
+    def lookups(self, request, model_admin):
+        from .models import GroupMemory
+
+        return GroupMemory.choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.exclude(source_type="user").filter(group_memory=self.value())
+        return queryset

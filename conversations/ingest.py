@@ -4,18 +4,23 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core.caching import TTLCache
 from core.sqlite_writes import one_writer_at_a_time
 
-from . import channel_health, notices, selectors
+from . import addressing, channel_health, commands, notices, selectors
 from .line import events as line_events
-from .models import Chat, Direction, LineChannel, Message, ReplyMode, SourceType, Status
+from .models import (
+    SKIP_RATE_LIMITED, Chat, ChatMember, Command, Direction, GroupMemory, LineChannel, Message, ReplyMode,
+    SourceType, Status,
+)
 from .pii import mask_pii
-from .queue import PROFILE_TASK, REPLY_TASK, enqueue_after_commit
+from .queue import MEMBER_TASK, PROFILE_TASK, REPLY_TASK, enqueue_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ class IngestResult:
     # Why events were ignored, logged once per webhook: a body of junk is not a log flood.
     malformed: Counter[str] = field(default_factory=Counter)
     not_acted_on: Counter[str] = field(default_factory=Counter)
+    # Per chat, messages acknowledged but not stored (not addressed to the bot, or opted out).
+    unstored: Counter[int] = field(default_factory=Counter)
 
 
 def ingest_events(*, channel: LineChannel, events: list, destination: str = "") -> IngestResult:
@@ -59,6 +66,8 @@ def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResul
                 result.malformed[str(exc)] += 1
                 outcome = "ignored"
             setattr(result, outcome, getattr(result, outcome) + 1)
+        for chat_id, count in result.unstored.items():
+            Chat.objects.filter(pk=chat_id).update(unstored_messages=F("unstored_messages") + count)
     _log_ignored(result)
     return result
 
@@ -66,7 +75,9 @@ def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResul
 def _ingest_event(*, channel: LineChannel, event: object, careful: bool, result: IngestResult) -> str:
     kind = line_events.event_type(event)
     if kind == "message":
-        return _on_message(channel, event, careful=careful)
+        return _on_message(channel, event, careful=careful, result=result)
+    if kind == "postback":
+        return _on_postback(channel, event, careful=careful, result=result)
     handler = _EVENT_HANDLERS.get(kind)
     if handler is None:
         result.not_acted_on[kind] += 1
@@ -93,10 +104,38 @@ def _inserting(careful: bool):
     return transaction.atomic() if careful else nullcontext()
 
 
-def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
+def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: IngestResult) -> str:
     incoming = line_events.incoming_message(event)
     chat = _chat_for(channel, source_type=incoming.source_type, line_id=incoming.chat_id, careful=careful)
+    in_group = chat.source_type != SourceType.USER
+    addressed = addressing.is_addressed(chat=chat, message=incoming)
+    opted_out = commands.opted_out(channel=channel, line_user_id=incoming.sender_id)
+    spans = addressing.spans(chat=chat, text=incoming.text, mentions=incoming.mentions, member_ids={})
+    command = ""
+    if addressed and incoming.text and not incoming.standby:
+        command = commands.parse(channel=channel, text=addressing.for_model(incoming.text, spans),
+                                 opted_out=opted_out)
+    if (opted_out and not command) or (
+            in_group and chat.group_memory == GroupMemory.ADDRESSED and not addressed):
+        # Neither its text nor its sender is kept: only that a message came.
+        result.unstored[chat.pk] += 1
+        return "ignored"
     skip_reason = _skip_reason(channel=channel, chat=chat, message=incoming)
+    if skip_reason:
+        command = ""
+    elif incoming.sender_id and command not in commands.UNLIMITED:
+        limit = _over_limit(channel=channel, line_user_id=incoming.sender_id)
+        if limit:
+            skip_reason = RATE_LIMITED
+            command = Command.LIMIT_NOTICE if limit == NOTICE else ""
+    if in_group and incoming.sender_id:
+        _member_for(chat, line_user_id=incoming.sender_id, careful=careful)
+        members = _mentioned_members(chat, incoming.mentions)
+        if members:
+            spans = addressing.spans(chat=chat, text=incoming.text, mentions=incoming.mentions, member_ids=members)
+    text, spans = _as_stored(channel, incoming.text, spans)
+    # The limit's notice goes out like an answer; other limited messages stay silent.
+    answered = not skip_reason or command == Command.LIMIT_NOTICE
     now = timezone.now()
     try:
         with _inserting(careful):
@@ -105,14 +144,16 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
                 direction=Direction.IN,
                 line_user_id=incoming.sender_id,
                 message_type=incoming.message_type,
-                text=_as_stored(channel, incoming.text),
+                text=text,
+                mentions=spans,
+                command=command,
                 line_message_id=incoming.message_id,
                 webhook_event_id=incoming.webhook_event_id,
-                reply_token=incoming.reply_token if not skip_reason else "",
+                reply_token=incoming.reply_token if answered else "",
                 # Kept only where an answer quotes it: groups and rooms.
-                quote_token=incoming.quote_token if not skip_reason and chat.source_type != SourceType.USER else "",
+                quote_token=incoming.quote_token if answered and in_group else "",
                 event_at=incoming.sent_at,
-                status=Status.SKIPPED if skip_reason else Status.PENDING,
+                status=Status.PENDING if answered else Status.SKIPPED,
                 skip_reason=skip_reason,
                 status_changed_at=now,
             )
@@ -121,9 +162,103 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool) -> str:
             raise
         # LINE redelivered an event we already have: it was queued the first time.
         return "duplicates"
-    if not skip_reason:
+    if answered:
         enqueue_after_commit(REPLY_TASK, stored.pk)
     return "stored"
+
+
+def _mentioned_members(chat: Chat, mentions: tuple[line_events.Mention, ...]) -> dict[str, int]:
+    """ChatMember ids of the members a message mentions (whose name the model will see)."""
+    mentioned = {mention.user_id for mention in mentions if mention.user_id and not mention.is_self}
+    if not mentioned:
+        return {}
+    return dict(ChatMember.objects.filter(chat=chat, line_user_id__in=mentioned).values_list("line_user_id", "pk"))
+
+
+def _on_postback(channel: LineChannel, event: dict, *, careful: bool, result: IngestResult) -> str:
+    """A tap on one of the bot's buttons: today only /forgetme's "yes" and "cancel"."""
+    postback = line_events.incoming_postback(event)
+    reading = commands.read_confirmation(data=postback.data, channel=channel, line_user_id=postback.sender_id)
+    if reading is None:
+        result.not_acted_on["postback"] += 1
+        return "ignored"
+    if reading == commands.Confirmation.FORGED:
+        raise line_events.MalformedEvent("postback.data is not signed by this bot")
+    if reading == commands.Confirmation.NOT_YOURS or postback.standby:
+        # Someone else's button (groups show them to all), or another bot's turn to act:
+        # nothing of it is stored.
+        result.not_acted_on["postback in standby" if postback.standby else "postback for another user"] += 1
+        return "ignored"
+    chat = _chat_for(channel, source_type=postback.source_type, line_id=postback.chat_id, careful=careful)
+    try:
+        with _inserting(careful):
+            stored = Message.objects.create(
+                chat=chat, direction=Direction.IN, line_user_id=postback.sender_id, message_type="postback",
+                command=reading, webhook_event_id=postback.webhook_event_id, reply_token=postback.reply_token,
+                event_at=postback.sent_at, status=Status.PENDING, status_changed_at=timezone.now(),
+            )
+    except IntegrityError:
+        if not careful:
+            raise
+        return "duplicates"
+    enqueue_after_commit(REPLY_TASK, stored.pk)
+    return "stored"
+
+
+RATE_LIMITED = SKIP_RATE_LIMITED
+NOTICE, SILENCE = "notice", "silence"
+
+
+def _over_limit(*, channel: LineChannel, line_user_id: str) -> str:
+    """"" within the channel's per-user limit; else NOTICE for the first message over it in a
+    period, SILENCE for the rest.
+
+    Counted from the database, newest first along the (line_user_id, id) index, reading at
+    most `limit` rows: messages answered and messages held back both count, so someone who
+    keeps on sending stays limited until a quiet period has passed.
+    """
+    limit = channel.user_limit_messages
+    if not limit:
+        return ""
+    since = timezone.now() - timedelta(minutes=channel.user_limit_minutes)
+    recent = list(
+        Message.objects.filter(line_user_id=line_user_id, direction=Direction.IN, chat__channel=channel)
+        .filter(Q(skip_reason="") | Q(skip_reason=RATE_LIMITED))
+        .order_by("-id").values_list("event_at", "command")[:limit]
+    )
+    if len(recent) < limit or recent[-1][0] < since:
+        return ""
+    noticed = any(command == Command.LIMIT_NOTICE and sent >= since for sent, command in recent)
+    return SILENCE if noticed else NOTICE
+
+
+# A member's name is fetched again after this; a fetch that never finished, after the shorter.
+MEMBER_REFRESH_AFTER = timedelta(days=7)
+MEMBER_RETRY_AFTER = timedelta(hours=1)
+
+
+def _member_for(chat: Chat, *, line_user_id: str, careful: bool) -> None:
+    """Makes sure the sender of a stored group message is a ChatMember whose name is fetched
+    (in the background) when new or old; at most ChatMember.MAX_PER_CHAT per chat."""
+    now = timezone.now()
+    known = ChatMember.objects.filter(chat=chat, line_user_id=line_user_id).values_list(
+        "pk", "fetched_at", "created_at").first()
+    if known is not None:
+        pk, fetched_at, created_at = known
+        due = fetched_at + MEMBER_REFRESH_AFTER if fetched_at else created_at + MEMBER_RETRY_AFTER
+        if due < now:
+            enqueue_after_commit(MEMBER_TASK, pk)
+        return
+    if ChatMember.objects.filter(chat=chat).count() >= ChatMember.MAX_PER_CHAT:
+        return
+    try:
+        with _inserting(careful):
+            member = ChatMember.objects.create(chat=chat, line_user_id=line_user_id)
+    except IntegrityError:
+        if not careful:
+            raise
+        return  # a concurrent webhook added them a moment ago, and queued the fetch
+    enqueue_after_commit(MEMBER_TASK, member.pk)
 
 
 def _on_follow_or_join(channel: LineChannel, event: dict) -> str:
@@ -152,7 +287,7 @@ def _on_unsend(channel: LineChannel, event: dict) -> str:
     _, line_id = line_events.chat_key(event)
     unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=message_id)
     unsent.filter(status=Status.PENDING).update(status=Status.SKIPPED, skip_reason="unsent")
-    unsent.update(text="", unsent=True, reply_token="", quote_token="")
+    unsent.update(text="", mentions=[], unsent=True, reply_token="", quote_token="")
     return "stored"
 
 
@@ -160,19 +295,26 @@ def _on_message_edited(channel: LineChannel, event: dict) -> str:
     """The new text replaces the old, unless the old was taken away: that stays so."""
     message = line_events.message(event)
     message_id, text = line_events.message_id(message), line_events.message_text(message)
+    mentions = line_events.mentions(message, text=text)
     _, line_id = line_events.chat_key(event)
+    chat = Chat.objects.filter(channel=channel, line_id=line_id).first()
+    if chat is None:
+        return "ignored"
+    spans = addressing.spans(chat=chat, text=text, mentions=mentions, member_ids=_mentioned_members(chat, mentions))
+    stored, spans = _as_stored(channel, text, spans)
     edited = Message.objects.filter(
-        chat__channel=channel, chat__line_id=line_id, line_message_id=message_id,
-        unsent=False, redacted=False, erased=False,
-    ).update(text=_as_stored(channel, text), edited=True)
+        chat=chat, line_message_id=message_id, unsent=False, redacted=False, erased=False,
+    ).update(text=stored, mentions=spans, edited=True)
     return "stored" if edited else "ignored"
 
 
-def _as_stored(channel: LineChannel, text: str) -> str:
-    """The text as the channel's policy lets it be stored: PII masked if it says so."""
+def _as_stored(channel: LineChannel, text: str, spans: list) -> tuple[str, list]:
+    """The text as the channel's policy lets it be stored: PII masked if it says so (piece by
+    piece, so that the mention spans still fit)."""
     if text and channel.mask_before_storing:
-        return mask_pii(text, kinds=selectors.masking_kinds()).text
-    return text
+        kinds = selectors.masking_kinds()
+        return addressing.transformed(text, spans, lambda piece: mask_pii(piece, kinds=kinds).text)
+    return text, spans
 
 
 _EVENT_HANDLERS: dict[str, Callable[[LineChannel, dict], str]] = {

@@ -1,5 +1,5 @@
 """LINE channels, the chats the bot is in, and every message said there."""
-from django.core.validators import MaxLengthValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -89,6 +89,28 @@ class LineChannel(models.Model):
         help_text=_("Played in the console's simulator: its calls go to the in-project LINE emulator, never "
                     "to LINE, and only the simulator delivers its webhooks. Cannot be changed later."),
     )
+    # Commands the bot answers itself (conversations.commands), each one can be turned off.
+    command_help = models.BooleanField(_("/help"), default=True, help_text=_("Answer /help with what the bot "
+                                       "does in the chat and its commands."))
+    command_privacy = models.BooleanField(_("/privacy"), default=True,
+                                          help_text=_("Answer /privacy with the privacy notice."))
+    command_reset = models.BooleanField(
+        _("/reset"), default=True,
+        help_text=_("Let /reset start a fresh context in a chat: earlier messages no longer go into prompts."))
+    command_optout = models.BooleanField(
+        _("/optout and /optin"), default=True,
+        help_text=_("Let people stop (and restart) the bot storing and answering their messages in this "
+                    "channel. Someone who opted out can always opt in again."))
+    command_forgetme = models.BooleanField(
+        _("/forgetme"), default=True,
+        help_text=_("Let people erase what is stored about them, after a confirmation (as erase_user does)."))
+    user_limit_messages = models.PositiveIntegerField(
+        _("messages per user"), default=20,
+        help_text=_("At most this many messages of one LINE user are answered in this channel per period; "
+                    "past it the user gets one notice, then silence until the period has passed. 0: no limit."))
+    user_limit_minutes = models.PositiveIntegerField(
+        _("period (minutes)"), default=10, validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
+        help_text=_("The period of the per-user limit."))
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -117,6 +139,11 @@ class ReplyMode(models.TextChoices):
     OFF = "off", _("never")
 
 
+class GroupMemory(models.TextChoices):
+    ADDRESSED = "addressed", _("only messages addressed to the bot")
+    EVERYTHING = "everything", _("every message")
+
+
 class Chat(models.Model):
     channel = models.ForeignKey(LineChannel, on_delete=models.CASCADE, related_name="chats", verbose_name=_("channel"))
     source_type = models.CharField(_("type"), max_length=8, choices=SourceType.choices)
@@ -132,6 +159,22 @@ class Chat(models.Model):
                     "the keyword, always, or never. 1:1 chats are always answered."),
     )
     reply_prefix = models.CharField(_("keyword"), max_length=32, default="/ai", blank=True)
+    group_memory = models.CharField(
+        _("group memory"), max_length=12, choices=GroupMemory.choices, default=GroupMemory.ADDRESSED,
+        help_text=_("For groups and rooms: store (and use as context) only the messages addressed to the bot "
+                    "— by mention or keyword, or every message in reply mode “always” — and its answers; or "
+                    "every message. A message not addressed to the bot is then only counted: neither its text "
+                    "nor its sender is stored. Messages stored earlier stay as they are."),
+    )
+    unstored_messages = models.PositiveIntegerField(
+        _("messages not stored"), default=0,
+        help_text=_("Messages acknowledged but not stored: not addressed to the bot (group memory "
+                    "“addressed”) or from people who opted out."),
+    )
+    # Set by /reset: messages up to this id no longer go into prompts. An id, not a foreign
+    # key, so that the reset outlives the purge of the message that asked for it.
+    context_reset_after = models.PositiveBigIntegerField(_("context starts after message"), null=True, blank=True)
+    context_reset_at = models.DateTimeField(_("context reset"), null=True, blank=True)
     local_only = models.BooleanField(
         _("local only"), default=False, help_text=_("Never send this chat's messages to a cloud backend.")
     )
@@ -186,6 +229,26 @@ class PushReason(models.TextChoices):
     CONTINUED = "continued", _("rest of a long answer")
 
 
+class Command(models.TextChoices):
+    """What the bot answers itself, never a model (conversations.commands)."""
+
+    HELP = "help", "/help"
+    PRIVACY = "privacy", "/privacy"
+    RESET = "reset", "/reset"
+    OPTOUT = "optout", "/optout"
+    OPTIN = "optin", "/optin"
+    FORGETME = "forgetme", "/forgetme"
+    FORGETME_CONFIRMED = "forgetme_yes", _("/forgetme confirmed")
+    FORGETME_CANCELLED = "forgetme_no", _("/forgetme cancelled")
+    FORGETME_EXPIRED = "forgetme_expired", _("/forgetme confirmation too late")
+    LIMIT_NOTICE = "limit_notice", _("notice of the per-user limit")
+
+
+# Skip reasons (Message.skip_reason) that decide what goes into a prompt.
+SKIP_RATE_LIMITED = "rate limited"
+SKIPS_NOT_ADDRESSED = ("not mentioned", "no keyword", "reply mode off")
+
+
 class Message(models.Model):
     # Lookups by chat use the composite indexes below; a lone chat_id index would only
     # slow every insert and delete.
@@ -204,6 +267,11 @@ class Message(models.Model):
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.RECEIVED)
     status_changed_at = models.DateTimeField(_("status changed at"))
     skip_reason = models.CharField(_("why not answered"), max_length=32, blank=True, default="")
+    command = models.CharField(_("command"), max_length=16, choices=Command.choices, blank=True, default="")
+    # Parts of the text the model sees differently (conversations.addressing): the bot's
+    # mention and the keyword are left out, another member's mention becomes their name.
+    # [[start, end, kind, member id or null], ...] in Python string indexes of `text`.
+    mentions = models.JSONField(default=list, blank=True)
     reply_to = models.ForeignKey(
         "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies", verbose_name=_("reply to")
     )
@@ -308,6 +376,58 @@ class ChannelHealth(models.Model):
 
     def __str__(self) -> str:
         return str(self.channel_id)
+
+
+class ChatMember(models.Model):
+    """Someone who spoke to the bot in a group or room, with the name LINE gives for them there.
+
+    Created only for stored messages of signed webhooks, at most MAX_PER_CHAT per chat; the
+    name is fetched in the background (profiles.refresh_member_profile). An empty name after
+    a fetch means LINE would not give it (the user has not consented): a pseudonym stands in.
+    """
+
+    MAX_PER_CHAT = 500  # LINE's own limit on a group's members
+
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="members")
+    line_user_id = models.CharField(_("LINE user ID"), max_length=64)
+    display_name = models.CharField(_("name"), max_length=200, blank=True, default="")
+    fetched_at = models.DateTimeField(_("name fetched"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("chat member")
+        verbose_name_plural = _("chat members")
+        constraints = [models.UniqueConstraint(fields=["chat", "line_user_id"], name="unique_member_per_chat")]
+        indexes = [models.Index(fields=["line_user_id"], name="member_user")]
+
+    def __str__(self) -> str:
+        return self.display_name or pseudonym(self.line_user_id)
+
+
+def pseudonym(line_user_id: str) -> str:
+    """A stable short name for someone whose name is not known: never their LINE user id."""
+    if not line_user_id:
+        return str(_("Someone"))
+    return f"Member {keyed_hash('member:' + line_user_id)[:4]}"
+
+
+class OptOut(models.Model):
+    """Someone asked the bot (/optout) to neither store nor answer their messages in a channel.
+
+    Only a keyed hash of their LINE user id is kept: enough to recognise them, not to name them.
+    """
+
+    channel = models.ForeignKey(LineChannel, on_delete=models.CASCADE, related_name="opt_outs")
+    user_hmac = models.CharField(_("user (keyed hash)"), max_length=64)
+    created_at = models.DateTimeField(_("opted out at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("opt-out")
+        verbose_name_plural = _("opt-outs")
+        constraints = [models.UniqueConstraint(fields=["channel", "user_hmac"], name="one_opt_out_per_user")]
+
+    def __str__(self) -> str:
+        return self.user_hmac[:12]
 
 
 # The simulator's models live beside it; imported here so Django finds them.

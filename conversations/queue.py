@@ -10,6 +10,7 @@ from django_q.tasks import async_task
 # Every task's dotted path, here and nowhere else.
 REPLY_TASK = "conversations.tasks.answer_message"
 PROFILE_TASK = "conversations.tasks.refresh_chat_profile"
+MEMBER_TASK = "conversations.tasks.refresh_member_profile"
 SWEEP_TASK = "conversations.tasks.sweep_stuck_messages"
 PURGE_TASK = "conversations.tasks.purge_expired"
 NOTICE_TASK = "conversations.tasks.send_notice"

@@ -36,7 +36,8 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
         for message in rows:
             digest = audit.keyed_hash(message.text)
             Message.objects.filter(pk=message.pk).update(
-                text=REDACTED_TEXT, redacted=True, redacted_at=now, redacted_by=by[:150],
+                # The mention spans go too: they would still say whom the text named.
+                text=REDACTED_TEXT, mentions=[], redacted=True, redacted_at=now, redacted_by=by[:150],
                 redaction_reason=reason[:500], original_hmac=digest,
             )
             audit.record(

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Min
+from django.db.models import Exists, Min, OuterRef
 from django.utils import timezone
 
 from core import audit
@@ -13,7 +13,7 @@ from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
 from . import selectors
-from .models import Chat, Message
+from .models import Chat, ChatMember, Message
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ def purge_expired(
         count = expired.count() if dry_run else run_in_batches(
             rows=expired.order_by("event_at"), batch_size=batch_size, apply=delete_messages, on_batch=on_batch)
         if count:
+            if not dry_run:
+                forget_silent_members(chat_id=chat.pk)
             report.chats.append(ChatPurge(chat.pk, str(chat), days, cutoff, count))
             logger.info("Retention: %s %d messages of chat %s (older than %d days)",
                         "would delete" if dry_run else "deleted", count, chat.pk, days)
@@ -96,6 +98,14 @@ def purge_expired(
     if report.messages and not dry_run:
         checkpoint_wal()
     return report
+
+
+def forget_silent_members(*, chat_id: int) -> int:
+    """Forgets the members (and their names) of whom no message is left in the chat: a name
+    is kept only as long as something they said. One index lookup per member."""
+    said_something = Message.objects.filter(chat_id=chat_id, line_user_id=OuterRef("line_user_id"))
+    silent = ChatMember.objects.filter(chat_id=chat_id).exclude(Exists(said_something))
+    return silent.delete()[0]
 
 
 def delete_messages(ids: list[int]) -> None:

@@ -2,17 +2,21 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.status import Stat
 
 from core.caching import TTLCache
+from core.models import AuditAction, AuditEvent
 from models_registry.models import ModelBackend, SamplingPreset
 
 from . import queue
 from .pii import PiiKind
-from .models import Chat, Direction, LineChannel, Message, PrivacyPolicy, Status
+from .models import (
+    SKIP_RATE_LIMITED, SKIPS_NOT_ADDRESSED, Chat, ChatMember, Direction, GroupMemory, LineChannel, Message,
+    PrivacyPolicy, SourceType, Status, pseudonym,
+)
 
 # Settings read on every webhook, per process: a change reaches every process within this.
 SETTINGS_CACHE_SECONDS = 10.0
@@ -57,17 +61,51 @@ def preset_for_chat(*, chat: Chat) -> SamplingPreset | None:
 def prompt_history(*, message: Message, turns: int) -> list[Message]:
     """The message and up to `turns` earlier ones of its chat, oldest first.
 
-    Redacted, unsent and empty messages stay out, and so do the bot's apologies
-    (outbound texts no backend wrote).
+    Left out: redacted, erased, unsent and empty messages; commands and what the bot said
+    itself (command answers, apologies: outbound texts no backend wrote); messages held back
+    by the per-user limit; whatever came before the chat's last /reset; and, in a group that
+    keeps only what is addressed to the bot, earlier messages that were not.
     """
+    chat = message.chat
     rows = (
-        Message.objects.filter(chat_id=message.chat_id, id__lte=message.id, redacted=False, unsent=False)
+        Message.objects.filter(chat_id=message.chat_id, id__lte=message.id, redacted=False, erased=False,
+                               unsent=False, command="")
         .exclude(text="")
         .exclude(direction=Direction.OUT, backend__isnull=True)
-        .order_by("-id")
-        .only("id", "direction", "text")[: turns + 1]
+        .exclude(skip_reason=SKIP_RATE_LIMITED)
     )
+    if chat.context_reset_after:
+        rows = rows.filter(id__gt=chat.context_reset_after)
+    if chat.source_type != SourceType.USER and chat.group_memory == GroupMemory.ADDRESSED:
+        rows = rows.exclude(skip_reason__in=SKIPS_NOT_ADDRESSED)
+    rows = rows.order_by("-id").only("id", "direction", "text", "line_user_id", "mentions")[: turns + 1]
     return list(reversed(rows))
+
+
+@dataclass
+class Names:
+    """How a group's prompt names people: by LINE user id (speakers) and by ChatMember id
+    (the members a message mentions)."""
+
+    speakers: dict[str, str]
+    members: dict[int, str]
+
+    def speaker(self, line_user_id: str) -> str:
+        return self.speakers.get(line_user_id) or pseudonym(line_user_id)
+
+
+def member_names(*, chat: Chat, messages: list[Message]) -> Names:
+    """The names of the people who wrote or are mentioned in `messages`, as LINE gives them,
+    else pseudonyms; one query. A mention of someone the bot never heard from keeps the
+    words the writer's LINE showed (`addressing.for_model`)."""
+    user_ids = {message.line_user_id for message in messages if message.line_user_id}
+    member_ids = {span[3] for message in messages for span in message.mentions
+                  if isinstance(span, list) and len(span) == 4 and isinstance(span[3], int)}
+    rows = ChatMember.objects.filter(chat=chat).filter(Q(line_user_id__in=user_ids) | Q(pk__in=member_ids))
+    speakers, members = {}, {}
+    for pk, line_user_id, name in rows.values_list("pk", "line_user_id", "display_name"):
+        speakers[line_user_id] = members[pk] = name or pseudonym(line_user_id)
+    return Names(speakers=speakers, members=members)
 
 
 def privacy_policy() -> PrivacyPolicy:
@@ -101,8 +139,7 @@ class ThreadEntry:
 
     message: Message
     answers: list[Message]
-    # Who said it, in a group or room. Left empty here: the speaker-names work fills it
-    # (the thread shows the sender's LINE user id until then).
+    # Who said it: the 1:1 chat's name, or in a group or room the name the prompt gives them.
     sender_name: str = ""
 
 
@@ -117,7 +154,8 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
 
     Pages count the chat's messages other than linked answers; each answer comes with its
     question (one more query, by `reply_to`), so it is never split from it by a page break
-    nor by what others said in a group meanwhile.
+    nor by what others said in a group meanwhile. Each entry names its sender as the prompt
+    names its speaker.
     """
     rows = (Message.objects.filter(chat=chat).filter(Q(direction=Direction.IN) | Q(reply_to__isnull=True))
             .select_related("preset", "backend").order_by("-id"))
@@ -132,8 +170,50 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
         for answer in (Message.objects.filter(reply_to_id__in=questions, direction=Direction.OUT)
                        .select_related("preset", "backend").order_by("id")):
             answers.setdefault(answer.reply_to_id, []).append(answer)
-    return ThreadPage(entries=[ThreadEntry(message, answers.get(message.pk, [])) for message in shown],
-                      older_before_id=older)
+    if chat.source_type == SourceType.USER:
+        def sender(message: Message) -> str:
+            return chat.display_name or pseudonym(message.line_user_id)
+    else:
+        names = member_names(chat=chat, messages=shown)
+
+        def sender(message: Message) -> str:
+            return names.speaker(message.line_user_id) if message.line_user_id else ""
+    entries = [ThreadEntry(message, answers.get(message.pk, []),
+                           sender(message) if message.direction == Direction.IN else "") for message in shown]
+    return ThreadPage(entries=entries, older_before_id=older)
+
+
+def with_sender_names(messages: QuerySet) -> QuerySet:
+    """Messages annotated with `sender_name`: the 1:1 chat's name, or the member's name in
+    a group ("" when not known: show `pseudonym`); one index lookup per row."""
+    member_name = ChatMember.objects.filter(chat=OuterRef("chat"), line_user_id=OuterRef("line_user_id"))
+    return messages.annotate(sender_name=Case(
+        When(direction=Direction.OUT, then=Value("")),
+        When(chat__source_type=SourceType.USER, then=F("chat__display_name")),
+        default=Subquery(member_name.values("display_name")[:1]),
+        output_field=CharField(),
+    ))
+
+
+def sent_by_name(name: str) -> Q:
+    """Inbound messages whose sender's name (in their group, or of their 1:1 chat) holds `name`."""
+    members = ChatMember.objects.filter(chat=OuterRef("chat"), line_user_id=OuterRef("line_user_id"),
+                                        display_name__icontains=name)
+    return Q(direction=Direction.IN) & (
+        Q(chat__source_type=SourceType.USER, chat__display_name__icontains=name) | Q(Exists(members)))
+
+
+def group_memory_counts() -> list[dict]:
+    """Groups and rooms per group-memory setting, for the dashboard."""
+    counts = dict(Chat.objects.exclude(source_type=SourceType.USER).order_by().values_list("group_memory")
+                  .annotate(n=Count("id")))
+    return [{"value": value, "label": label, "count": counts.get(value, 0)} for value, label in GroupMemory.choices]
+
+
+def erasure_requests(*, latest: int = 5) -> dict:
+    """Self-service erasures a legal hold stopped (in part): for the compliance officer."""
+    events = AuditEvent.objects.filter(action=AuditAction.ERASURE_REQUESTED).order_by("-created_at", "-id")
+    return {"count": events.count(), "latest": list(events.values("id", "created_at", "target_id", "details")[:latest])}
 
 
 def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days: int = 7,

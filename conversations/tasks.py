@@ -15,6 +15,10 @@ def refresh_chat_profile(chat_id: int) -> None:
     profiles.refresh_chat_profile(chat_id=chat_id)
 
 
+def refresh_member_profile(member_id: int) -> None:
+    profiles.refresh_member_profile(member_id=member_id)
+
+
 def sweep_stuck_messages() -> str:
     result = sweeper.sweep_stuck_messages()
     return f"requeued {result.requeued}, failed {result.failed}"

@@ -12,6 +12,7 @@ class AuditAction(models.TextChoices):
     EXPORT_USER = "export_user", _("exported a user's data")
     VERIFY_EXPORT = "verify_export", _("verified an export")
     ERASE_USER = "erase_user", _("erased a user")
+    ERASURE_REQUESTED = "erasure_requested", _("asked for an erasure that a legal hold stops")
     PURGE = "purge", _("purged expired messages")
     RETENTION_CHANGE = "retention_change", _("changed retention")
     PRESET_CHANGE = "preset_change", _("changed a preset")

@@ -5,9 +5,21 @@ from .models import SamplingPreset
 _ROLE_NAMES = {"user": "user", "assistant": "assistant", "使用者": "user", "助理": "assistant"}
 
 
-def build_prompt(*, preset: SamplingPreset, conversation: list[Turn]) -> list[Turn]:
-    """The preset's system prompt, then the last turn and up to `history_turns` before it."""
-    system = [Turn("system", preset.system_prompt)] if preset.system_prompt.strip() else []
+GROUP_LINE = ("This is a group chat: each user message starts with its speaker's name and a colon. "
+              "Answer the last message, which is from {speaker}.")
+
+
+def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: str | None = None) -> list[Turn]:
+    """The preset's system prompt, then the last turn and up to `history_turns` before it.
+
+    `speaker`, in a group chat, is the name of whoever wrote the last turn: the system
+    prompt then says it is a group and whom to answer.
+    """
+    system_prompt = preset.system_prompt if preset.system_prompt.strip() else ""
+    if speaker is not None:
+        line = GROUP_LINE.format(speaker=speaker)
+        system_prompt = f"{system_prompt.rstrip()}\n\n{line}" if system_prompt else line
+    system = [Turn("system", system_prompt)] if system_prompt else []
     return system + conversation[-(preset.history_turns + 1):]
 
 

@@ -24,7 +24,8 @@ def test_channel_change_page_does_not_show_the_secret_or_token(staff, channel):
 def test_saving_a_channel_with_blank_secrets_keeps_them(staff, channel):
     response = staff.post(
         f"/admin/conversations/linechannel/{channel.pk}/change/",
-        {"name": "Renamed", "slug": channel.slug, "channel_secret": "", "access_token": "", "is_default": "on"},
+        {"name": "Renamed", "slug": channel.slug, "channel_secret": "", "access_token": "", "is_default": "on",
+         "user_limit_messages": 20, "user_limit_minutes": 10},
     )
     assert response.status_code == 302
     channel.refresh_from_db()
@@ -74,7 +75,7 @@ def secret_holders(db) -> tuple[LineChannel, ModelBackend]:
     boss.force_login(User.objects.create(username="boss", is_staff=True, is_superuser=True))
     assert boss.post(f"/admin/conversations/linechannel/{channel.pk}/change/", {
         "name": channel.name, "slug": channel.slug, "channel_secret": CHANNEL_SECRET, "access_token": ACCESS_TOKEN,
-        "mask_before_cloud": "on"}).status_code == 302
+        "mask_before_cloud": "on", "user_limit_messages": 20, "user_limit_minutes": 10}).status_code == 302
     assert boss.post(f"/admin/models_registry/modelbackend/{backend.pk}/change/", {
         "name": backend.name, "kind": backend.kind, "base_url": backend.base_url, "model": backend.model,
         "api_key": API_KEY, "timeout": "60", "enabled": "on"}).status_code == 302

@@ -43,7 +43,7 @@ def test_retention_changes_on_a_chat_are_audited_as_such(admin_client, make_chat
     chat = make_chat("C" + "01" * 16)
     admin_client.post(f"/admin/conversations/chat/{chat.pk}/change/", {
         "display_name": "", "reply_mode": "mention", "reply_prefix": "/ai", "is_active": "on",
-        "retention_days": "30", "legal_hold": "on"})
+        "group_memory": "addressed", "retention_days": "30", "legal_hold": "on"})
     event = AuditEvent.objects.get(action="retention_change")
     assert event.details["changes"]["retention_days"] == [None, 30]
     assert event.details["changes"]["legal_hold"] == [False, True]

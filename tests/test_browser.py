@@ -157,7 +157,9 @@ def test_operator_journey(page, live_server, bot_world, client):
     page.goto(f"{base}/admin/conversations/chat/{group.pk}/thread/")
     bubbles = page.locator(".bubble")
     assert bubbles.count() == 2
-    assert "echo: 大家好，週六去爬山嗎？" in page.locator(".bubble.out").inner_text()
+    # The model was told who spoke, and the thread names the speaker too.
+    assert "echo: User 1a1a: 大家好，週六去爬山嗎？" in page.locator(".bubble.out").inner_text()
+    assert "User 1a1a" in page.locator(".bubble.in").inner_text()
     shot(page, "thread")
 
     # The dashboard draws its charts (its figures are cached for seconds; start fresh).

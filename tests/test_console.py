@@ -185,7 +185,7 @@ def test_every_console_page_renders_without_debug(admin_client, settings, channe
                 f"/admin/conversations/chat/{chat.pk}/thread/", "/admin/conversations/message/",
                 "/admin/conversations/linechannel/", f"/admin/conversations/linechannel/{channel.pk}/change/",
                 "/admin/models_registry/modelbackend/", "/admin/models_registry/samplingpreset/playground/",
-                "/admin/core/auditevent/", "/admin/conversations/privacypolicy/",
+                "/admin/core/auditevent/", "/admin/conversations/privacypolicy/", "/admin/conversations/optout/",
                 "/admin/django_q/schedule/", "/admin/django_q/failure/",
                 *(["/admin/django_q/ormq/"] if "orm" in settings.Q_CLUSTER else [])]:
         response = admin_client.get(url, follow=True)

@@ -8,7 +8,7 @@ from conversations import erasure
 from core import audit
 from conversations.erasure import ERASED_TEXT
 from core.models import AuditEvent
-from conversations.models import Chat, Message
+from conversations.models import Chat, ChatMember, Message
 
 pytestmark = pytest.mark.django_db
 
@@ -97,6 +97,18 @@ def test_after_erasure_the_audit_trail_and_manifests_hold_only_hashes(alice_ever
         "view_conversation", "export_user", "erase_user"}
     assert AuditEvent.objects.get(action="view_conversation").details["filters"] == {"user_hmac": user_hmac}
     assert AuditEvent.objects.get(action="export").details["filters"]["user_hmac"] == user_hmac
+
+
+def test_her_names_in_groups_go_too_but_not_under_legal_hold(alice_everywhere):
+    direct, group, held = alice_everywhere
+    for chat in (group, held):
+        ChatMember.objects.create(chat=chat, line_user_id=ALICE, display_name="Alice")
+    ChatMember.objects.create(chat=group, line_user_id=BOB, display_name="Bob")
+    assert erasure.plan_erasure(line_user_id=ALICE).chat_members == 1
+    plan = erasure.erase_user(line_user_id=ALICE, actor="shell:test")
+    assert set(ChatMember.objects.values_list("chat", "line_user_id")) == {(group.pk, BOB), (held.pk, ALICE)}
+    assert plan.chat_members == 1
+    assert AuditEvent.objects.get(action="erase_user").details["chat_members"] == 1
 
 
 def test_bad_user_id_is_a_clear_error():

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conversations import exports, redaction
+from conversations.models import ChatMember
 from core import audit
 from core.models import AuditEvent
 
@@ -203,6 +204,16 @@ def test_export_user_holds_everything_about_them(history, tmp_path, capsys):
     assert exports.verify_export(manifest_path=tmp_path / "alice.jsonl.manifest.json").ok
     event = AuditEvent.objects.get(action="export_user")
     assert ALICE not in json.dumps(event.details) and event.target_id != ALICE
+
+
+def test_export_user_holds_her_names_in_groups(history, tmp_path):
+    group, direct = history
+    ChatMember.objects.create(chat=group, line_user_id=ALICE, display_name="Alice in the club")
+    ChatMember.objects.create(chat=group, line_user_id=BOB, display_name="Bob")
+    call_command("export_user", ALICE, "--output", str(tmp_path / "alice.jsonl"))
+    members = [r for r in read_jsonl(tmp_path / "alice.jsonl") if r["record"] == "member"]
+    assert [(m["chat_id"], m["chat_name"], m["display_name"]) for m in members] == [
+        (group.line_id, "登山社", "Alice in the club")]
 
 
 def test_export_user_rejects_something_that_is_not_a_line_user_id(tmp_path):

@@ -328,6 +328,35 @@ def test_line_rejects_six_messages(fake_line_api, http):
     assert fake_line_api.delivered == [] and len(fake_line_api.validation_errors) == 1
 
 
+def test_line_quick_reply_postback_buttons_are_accepted(fake_line_api, messaging_api):
+    from linebot.v3.messaging import PostbackAction, QuickReply, QuickReplyItem
+
+    buttons = QuickReply(items=[QuickReplyItem(action=PostbackAction(label="Yes, erase", data="x" * 300,
+                                                                     display_text="Yes"))])
+    messaging_api.reply_message(ReplyMessageRequest(reply_token="qr", messages=[
+        TextMessage(text="Sure?", quick_reply=buttons)]))
+
+    assert fake_line_api.delivered_texts() == ["Sure?"]
+    assert webhooks.quick_reply_postbacks(fake_line_api.last("reply").json) == [
+        {"type": "postback", "label": "Yes, erase", "data": "x" * 300, "displayText": "Yes"}]
+    assert fake_line_api.validation_errors == []
+
+
+@pytest.mark.parametrize("action, problem", [
+    ({"type": "postback", "label": "x" * 21, "data": "d"}, "action.label"),
+    ({"type": "postback", "label": "ok", "data": "d" * 301}, "action.data"),
+    ({"type": "postback", "label": "ok", "data": "d", "displayText": "t" * 301}, "action.displayText"),
+])
+def test_line_quick_reply_limits(fake_line_api, http, action, problem):
+    body = {"replyToken": "t", "messages": [{"type": "text", "text": "Sure?",
+                                             "quickReply": {"items": [{"type": "action", "action": action}]}}]}
+    response = raw_line_post(http, fake_line_api, "/v2/bot/message/reply", body)
+
+    assert response.status_code == 400
+    assert any(detail["property"].endswith(problem) for detail in response.json()["details"])
+    assert fake_line_api.delivered == []
+
+
 def test_line_quote_tokens_go_on_texts_and_stickers_only_and_are_never_empty(fake_line_api, http):
     quoting = {"replyToken": "q1", "messages": [{"type": "text", "text": "re", "quoteToken": "abc-_123"}]}
     assert raw_line_post(http, fake_line_api, "/v2/bot/message/reply", quoting).status_code == 200
@@ -450,6 +479,9 @@ ALL_EVENT_BUILDERS = {
     "join_room": lambda: webhooks.join_event(source="room"),
     "leave": webhooks.leave_event,
     "unsend": lambda: webhooks.unsend_event("123456", source="group"),
+    "postback": lambda: webhooks.postback_event("action=buy&itemid=111"),
+    "postback_group_datetime": lambda: webhooks.postback_event(
+        "pick", params={"datetime": "2026-12-02T10:00"}, source="group"),
 }
 
 

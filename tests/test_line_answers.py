@@ -80,7 +80,8 @@ def test_a_one_to_one_answer_quotes_nothing_and_keeps_no_token(webhook, line_api
     assert Message.objects.get(direction="in").quote_token == ""
 
 
-def test_a_message_the_bot_does_not_answer_keeps_no_quote_token(webhook, line_api):
+def test_a_message_the_bot_does_not_answer_keeps_no_quote_token(webhook, line_api, make_chat):
+    make_chat(ev.DEFAULT_GROUP_ID, group_memory="everything")  # so that a message not for the bot is stored
     webhook.post(ev.text_message_event("just chatting", source="group"))
     assert Message.objects.get().quote_token == ""
 
@@ -142,7 +143,10 @@ def test_the_off_switch_leaves_non_text_messages_silent(webhook, line_api, chann
     lambda: ev.media_message_event("image", source="group"),
     lambda: ev.media_message_event("location", source="room"),
 ], ids=["a sticker", "an image in a group", "a location in a room"])
-def test_stickers_and_groups_get_no_non_text_answer(webhook, line_api, event):
+def test_stickers_and_groups_get_no_non_text_answer(webhook, line_api, event, make_chat):
+    # Groups and rooms that keep every message, so that what the bot does not answer is stored.
+    make_chat(ev.DEFAULT_GROUP_ID, group_memory="everything")
+    make_chat(ev.DEFAULT_ROOM_ID, source_type="room", group_memory="everything")
     webhook.post(event())
     assert line_api.requests_for("reply") == []
     assert (Message.objects.get().status, Message.objects.get().skip_reason) == (Status.SKIPPED, "not text")

@@ -61,7 +61,7 @@ def test_local_only_chat_is_not_sent_to_the_cloud_even_masked(webhook, channel, 
 
 def test_edits_are_masked_too(webhook, channel):
     LineChannel.objects.filter(pk=channel.pk).update(mask_before_storing=True)
-    sent = ev.text_message_event("hello", source="group")
+    sent = ev.text_message_event("hello", source="group", mention_self=True)
     webhook.post(sent)
     webhook.post(ev.message_edited_event(sent["message"]["id"], "mail me: a.b@example.org", source="group"))
-    assert Message.objects.get().text == "mail me: [EMAIL]"
+    assert Message.objects.get(direction="in").text == "mail me: [EMAIL]"

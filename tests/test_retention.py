@@ -4,7 +4,7 @@ from django.core.management import CommandError, call_command
 
 from conversations import retention
 from core.models import AuditEvent
-from conversations.models import Message, PrivacyPolicy
+from conversations.models import ChatMember, Message, PrivacyPolicy
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +109,20 @@ def test_answers_to_purged_messages_survive_until_they_expire(make_chat, make_me
     retention.purge_expired()
     answer.refresh_from_db()
     assert answer.reply_to is None and not Message.objects.filter(pk=question.pk).exists()
+
+
+def test_a_members_name_goes_with_the_last_of_their_messages(make_chat, make_message):
+    chat = make_chat("C" + "0c" * 16, retention_days=7)
+    quiet, talking = "U" + "0d" * 16, "U" + "0e" * 16
+    make_message(chat, "long ago", days_ago=30, user=quiet)
+    make_message(chat, "long ago too", days_ago=30, user=talking)
+    make_message(chat, "lately", days_ago=1, user=talking)
+    for user in (quiet, talking):
+        ChatMember.objects.create(chat=chat, line_user_id=user, display_name=user[-4:])
+    retention.purge_expired(dry_run=True)
+    assert ChatMember.objects.count() == 2
+    retention.purge_expired()
+    assert list(ChatMember.objects.values_list("line_user_id", flat=True)) == [talking]
 
 
 def test_admin_shows_effective_policy_and_oldest_kept(admin_client, chats):

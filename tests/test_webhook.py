@@ -100,7 +100,8 @@ def test_several_events_from_different_chats_in_one_webhook(webhook, line_api):
     response = webhook.post(alice, bob, group)
     assert response.json()["stored"] == 3
     assert Chat.objects.count() == 3
-    assert sorted(line_api.delivered_texts()) == ["echo: @Bot in the group", "echo: from alice", "echo: from bob"]
+    # In the group the model sees the speaker's name, not the bot's mention.
+    assert sorted(line_api.delivered_texts()) == ["echo: User 1a1a: in the group", "echo: from alice", "echo: from bob"]
     assert {m.chat.line_id for m in Message.objects.filter(direction="out")} == {
         "U" + "a1" * 16, "U" + "b2" * 16, ev.DEFAULT_GROUP_ID,
     }
@@ -115,7 +116,13 @@ def test_redelivered_event_produces_exactly_one_reply(webhook, line_api):
     assert Message.objects.filter(direction="in").count() == 1
 
 
-def test_group_message_without_mention_is_stored_but_not_answered(webhook, line_api):
+@pytest.fixture
+def remembering_group(make_chat):
+    """The default group, keeping every message (group memory "everything")."""
+    return make_chat(ev.DEFAULT_GROUP_ID, group_memory="everything")
+
+
+def test_group_message_without_mention_is_stored_but_not_answered(webhook, line_api, remembering_group):
     webhook.post(ev.text_message_event("just chatting", source="group"))
     message = Message.objects.get()
     assert (message.status, message.skip_reason) == (Status.SKIPPED, "not mentioned")
@@ -125,7 +132,7 @@ def test_group_message_without_mention_is_stored_but_not_answered(webhook, line_
 
 def test_group_message_with_mention_is_answered_without_loading_animation(webhook, line_api):
     webhook.post(ev.text_message_event("what time is it?", source="group", mention_self=True))
-    assert line_api.delivered_texts() == ["echo: @Bot what time is it?"]
+    assert line_api.delivered_texts() == ["echo: User 1a1a: what time is it?"]
     assert line_api.count("loading") == 0
     assert Message.objects.get(direction="in").status == Status.REPLIED
 
@@ -148,7 +155,8 @@ def test_mention_of_someone_else_is_not_an_answer_cue(webhook, line_api):
 def test_room_reply_modes(webhook, line_api, channel, mode, text, answered):
     Chat.objects.create(channel=channel, source_type="room", line_id=ev.DEFAULT_ROOM_ID, reply_mode=mode)
     webhook.post(ev.text_message_event(text, source="room"))
-    assert (line_api.delivered_texts() == [f"echo: {text}"]) is answered
+    # The keyword is left out of what the model sees; the speaker is named.
+    assert (line_api.delivered_texts() == [f"echo: User 1a1a: {text.removeprefix('/ai ')}"]) is answered
 
 
 def test_standby_mode_is_stored_and_skipped(webhook, line_api):
@@ -192,7 +200,7 @@ def test_destination_is_remembered_as_the_bot_user_id(webhook, channel):
     assert channel.bot_user_id == ev.DEFAULT_BOT_USER_ID
 
 
-def test_unsend_erases_the_text(webhook):
+def test_unsend_erases_the_text(webhook, remembering_group):
     sent = ev.text_message_event("oops, my phone number is 0912-345-678", source="group")
     webhook.post(sent)
     webhook.post(ev.unsend_event(sent["message"]["id"], source="group"))
@@ -201,7 +209,7 @@ def test_unsend_erases_the_text(webhook):
     assert "0912" not in json.dumps(list(Message.objects.values()), default=str)
 
 
-def test_message_edited_replaces_the_text(webhook):
+def test_message_edited_replaces_the_text(webhook, remembering_group):
     sent = ev.text_message_event("teh typo", source="group")
     webhook.post(sent)
     webhook.post(ev.message_edited_event(sent["message"]["id"], "the typo", source="group"))
@@ -224,7 +232,7 @@ def _unsend(message: Message, webhook, sent: dict, admin_user) -> None:
 
 
 @pytest.mark.parametrize("take_text_away", [_redact, _erase, _unsend], ids=["redacted", "erased", "unsent"])
-def test_an_edit_never_puts_text_back(webhook, admin_user, take_text_away):
+def test_an_edit_never_puts_text_back(webhook, admin_user, take_text_away, remembering_group):
     sent = ev.text_message_event("my card is 4111 1111 1111 1111", source="group")
     webhook.post(sent)
     take_text_away(Message.objects.get(), webhook, sent, admin_user)
@@ -243,6 +251,7 @@ def test_a_redelivery_mixed_with_new_events_stores_the_new_ones_once(webhook, li
     newcomer = ev.text_message_event("new chat too", source="group", group_id="C" + "9f" * 16, mention_self=True)
     response = webhook.post(fresh, {**first, "deliveryContext": {"isRedelivery": True}}, newcomer)
     assert response.json() == {"stored": 2, "duplicates": 1, "ignored": 0}
-    assert sorted(line_api.delivered_texts()) == ["echo: @Bot new chat too", "echo: brand new", "echo: seen before"]
+    assert sorted(line_api.delivered_texts()) == ["echo: User 1a1a: new chat too", "echo: brand new",
+                                                  "echo: seen before"]
     assert Message.objects.filter(direction="in").count() == 3
     assert Chat.objects.count() == 3

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.db.models import CharField
 
-from conversations.models import Chat, LineChannel, Message, ReplyMode
+from conversations.models import Chat, ChatMember, LineChannel, Message, OptOut, ReplyMode
 from tests.fakes import webhooks as ev
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +112,24 @@ BAD_EVENTS = {
     "mentionee index not an integer": lambda: _with(mentioning(), "message.mention.mentionees.0.index", "0"),
     "mentionee length missing": lambda: _with(mentioning(), "message.mention.mentionees.0.length", DELETE),
     "mentionee isSelf not a boolean": lambda: _with(mentioning(), "message.mention.mentionees.0.isSelf", "true"),
+    "mentionee past the text": lambda: _with(mentioning(), "message.mention.mentionees.0.length", 400),
+    "mentionee negative index": lambda: _with(mentioning(), "message.mention.mentionees.0.index", -1),
+    "mentionee of no length": lambda: _with(mentioning(), "message.mention.mentionees.0.length", 0),
+    "mentionee inside a character": lambda: _with(
+        ev.text_message_event("😀 hi", source="group", group_id=MENTION_GROUP, user_id=STRANGER),
+        "message.mention", {"mentionees": [ev.mentionee(1, 2, is_self=True)]}),
+    "mentionees overlapping": lambda: _with(mentioning(), "message.mention.mentionees",
+                                            [ev.mentionee(0, 4, is_self=True), ev.mentionee(2, 4)]),
+    "mentionee userId too long": lambda: _with(mentioning(), "message.mention.mentionees.0.userId",
+                                               one_too_long("U")),
+    "mentionee userId a number": lambda: _with(mentioning(), "message.mention.mentionees.0.userId", 7),
+    "too many mentionees": lambda: _with(mentioning(), "message.mention.mentionees",
+                                         [ev.mentionee(0, 1)] * 101),
+    "postback missing": lambda: _with(ev.postback_event("forgetme:yes"), "postback", DELETE),
+    "postback data a number": lambda: _with(ev.postback_event("forgetme:yes"), "postback.data", 7),
+    "postback data too long": lambda: ev.postback_event("forgetme:" + "x" * 300),
+    "postback data forged": lambda: ev.postback_event("forgetme:yes:1:" + "0" * 32 + ":1abcde:" + "A" * 43),
+    "postback userId too long": lambda: ev.postback_event("forgetme:yes", user_id=one_too_long("U")),
     "unsend a string": lambda: _with(unsending(), "unsend", KEPT_ID),
     "unsend messageId too long": lambda: _with(unsending(), "unsend.messageId", KEPT_ID * 2),
     "unsend messageId a number": lambda: _with(unsending(), "unsend.messageId", int(KEPT_ID)),
@@ -132,7 +150,7 @@ BAD_EVENTS = {
 def too_long_values() -> list[str]:
     """Every stored value longer than its column: PostgreSQL would have refused it."""
     found = []
-    for model in (LineChannel, Chat, Message):
+    for model in (LineChannel, Chat, Message, ChatMember, OptOut):
         for field in model._meta.concrete_fields:
             if isinstance(field, CharField) and field.max_length:
                 for pk, value in model.objects.values_list("pk", field.attname):
@@ -212,7 +230,8 @@ def test_fields_the_bot_never_reads_do_not_matter_however_long(webhook, line_api
     event["message"]["emojis"] = "not a list"
     response = webhook.post(body=body_of(event))
     assert response.json() == {"stored": 1, "duplicates": 0, "ignored": 0}
-    assert line_api.delivered_texts() == ["echo: @Bot quoted"]
+    # The model sees no mention of the bot; in a group, the speaker's name.
+    assert line_api.delivered_texts() == [{"user": "echo: quoted", "group": "echo: User 1a1a: quoted"}[source]]
     assert "quoteToken" not in line_api.last("reply").json["messages"][0]
     assert token not in json.dumps(list(Message.objects.values()), default=str)
     assert too_long_values() == []

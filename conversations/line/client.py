@@ -41,6 +41,15 @@ class LineAPIError(Exception):
         return f"LINE API {self.status or 'unreachable'}: {self.message}"
 
 
+@dataclass(frozen=True)
+class QuickReplyButton:
+    """A quick-reply button that sends `data` back in a postback event."""
+
+    label: str  # LINE: at most 20 characters
+    data: str  # at most 300
+    display_text: str  # shown in the chat as the user's message when tapped
+
+
 def retry_key(*, message_id: int, call_index: int) -> str:
     """The same outbound call always gets the same key, so LINE drops a repeat."""
     return str(uuid.uuid5(RETRY_KEY_NAMESPACE, f"{message_id}:{call_index}"))
@@ -68,13 +77,17 @@ class LineClient:
         self.api = messaging.MessagingApi(api_client)
         self.timeout = timeout or settings.LINE_API_TIMEOUT
 
-    def reply(self, *, reply_token: str, texts: list[str], quote_token: str = "") -> None:
-        """`quote_token`: the first text quotes the message it belongs to."""
-        request = self.sdk.ReplyMessageRequest(reply_token=reply_token, messages=self._texts(texts, quote_token))
+    def reply(self, *, reply_token: str, texts: list[str], quote_token: str = "",
+              buttons: list[QuickReplyButton] | None = None) -> None:
+        """`quote_token`: the first text quotes the message it belongs to; `buttons`: quick
+        replies under the last."""
+        request = self.sdk.ReplyMessageRequest(reply_token=reply_token,
+                                               messages=self._texts(texts, quote_token, buttons))
         self._call(self.api.reply_message, request)
 
-    def push(self, *, to: str, texts: list[str], retry_key: str, quote_token: str = "") -> None:
-        request = self.sdk.PushMessageRequest(to=to, messages=self._texts(texts, quote_token))
+    def push(self, *, to: str, texts: list[str], retry_key: str, quote_token: str = "",
+             buttons: list[QuickReplyButton] | None = None) -> None:
+        request = self.sdk.PushMessageRequest(to=to, messages=self._texts(texts, quote_token, buttons))
         self._call(self.api.push_message, request, x_line_retry_key=retry_key)
 
     def show_loading(self, *, user_id: str, seconds: int) -> None:
@@ -82,11 +95,21 @@ class LineClient:
         request = self.sdk.ShowLoadingAnimationRequest(chat_id=user_id, loading_seconds=seconds)
         self._call(self.api.show_loading_animation, request)
 
-    def _texts(self, texts: list[str], quote_token: str = "") -> list:
-        messages = [self.sdk.TextMessage(text=text) for text in texts]
-        if quote_token and messages:
-            messages[0].quote_token = quote_token
-        return messages
+    def _texts(self, texts: list[str], quote_token: str = "",
+               buttons: list[QuickReplyButton] | None = None) -> list:
+        quick_reply = self.sdk.QuickReply(items=[
+            self.sdk.QuickReplyItem(action=self.sdk.PostbackAction(
+                label=button.label, data=button.data, display_text=button.display_text))
+            for button in buttons]) if buttons else None
+        # LINE shows quick-reply buttons only under the last message of a call.
+        return [self.sdk.TextMessage(text=text, quote_token=quote_token if index == 0 and quote_token else None,
+                                     quick_reply=quick_reply if index == len(texts) - 1 else None)
+                for index, text in enumerate(texts)]
+
+    def member_display_name(self, *, source_type: str, chat_id: str, user_id: str) -> str:
+        """A group or room member's name in that chat (404: unknown, or no consent given)."""
+        method = self.api.get_group_member_profile if source_type == "group" else self.api.get_room_member_profile
+        return self._call(method, chat_id, user_id).display_name
 
     def display_name(self, *, source_type: str, line_id: str) -> str:
         if source_type == "group":

@@ -28,6 +28,9 @@ QUOTE_TOKEN_MAX = Message._meta.get_field("quote_token").max_length
 BOT_USER_ID_MAX = LineChannel._meta.get_field("bot_user_id").max_length
 # LINE's event types are short words; the bound keeps a forged one out of the logs.
 EVENT_TYPE_MAX = 64
+# LINE caps a postback action's data at 300 characters; a mention list at far fewer than this.
+POSTBACK_DATA_MAX = 300
+MENTIONEES_MAX = 100
 
 # LINE did not exist before 2011, and an event dated in the future would outlive the
 # retention period; a day's leeway covers any clock skew.
@@ -37,6 +40,16 @@ CLOCK_SKEW = timedelta(days=1)
 
 class MalformedEvent(ValueError):
     """An event not shaped as LINE sends it; the reason names the field, never its value."""
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One mentionee's span of the text, in Python string indexes (LINE counts UTF-16 units)."""
+
+    start: int
+    end: int
+    is_self: bool
+    user_id: str  # "" for @All, or when the mentioned user has not consented
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,12 @@ class IncomingMessage:
     message_id: str
     message_type: str
     text: str  # "" unless a text message
-    mentions_self: bool
+    mentions: tuple[Mention, ...]
     quote_token: str  # "" when LINE sends none (a message that cannot be quoted)
+
+    @property
+    def mentions_self(self) -> bool:
+        return any(mention.is_self for mention in self.mentions)
 
 
 def _object(value: object, *, name: str) -> dict:
@@ -173,22 +190,43 @@ def unsent_message_id(event: dict) -> str:
     return _string(unsend.get("messageId"), name="unsend.messageId", max_length=MESSAGE_ID_MAX)
 
 
-def mentions_self(message: dict) -> bool:
-    """Whether the bot is among the message's mentionees."""
+def mentions(message: dict, *, text: str) -> tuple[Mention, ...]:
+    """The message's mentionees, each a span of `text`, in order and not overlapping."""
     if message.get("mention") is None:
-        return False
+        return ()
     mentionees = _object(message["mention"], name="message.mention").get("mentionees")
     if not isinstance(mentionees, list):
         raise MalformedEvent("message.mention.mentionees is not a list")
-    is_self = False
+    if len(mentionees) > MENTIONEES_MAX:
+        raise MalformedEvent(f"message.mention.mentionees has more than {MENTIONEES_MAX} entries")
+    # Python index of each UTF-16 offset that starts a character (and of the end).
+    offsets, unit = {}, 0
+    for index, character in enumerate(text):
+        offsets[unit] = index
+        unit += 2 if ord(character) > 0xFFFF else 1
+    offsets[unit] = len(text)
+    found = []
     for entry in mentionees:
         entry = _object(entry, name="a mentionee")
-        _integer(entry.get("index"), name="a mentionee's index")
-        _integer(entry.get("length"), name="a mentionee's length")
+        index = _integer(entry.get("index"), name="a mentionee's index")
+        length = _integer(entry.get("length"), name="a mentionee's length")
         if entry.get("isSelf") is not None and not isinstance(entry["isSelf"], bool):
             raise MalformedEvent("a mentionee's isSelf is not a boolean")
-        is_self = is_self or entry.get("isSelf") is True
-    return is_self
+        user_id = _string(entry.get("userId"), name="a mentionee's userId", max_length=USER_ID_MAX, required=False)
+        start, end = offsets.get(index), offsets.get(index + length) if length > 0 else None
+        if start is None or end is None:
+            raise MalformedEvent("a mentionee's span is not a part of the text")
+        found.append(Mention(start=start, end=end, is_self=entry.get("isSelf") is True, user_id=user_id))
+    found.sort(key=lambda mention: mention.start)
+    if any(later.start < earlier.end for earlier, later in zip(found, found[1:])):
+        raise MalformedEvent("mentionees' spans overlap")
+    return tuple(found)
+
+
+def postback_data(event: dict) -> str:
+    """What a postback action (one of the bot's buttons) sends back."""
+    postback = _object(event.get("postback"), name="postback")
+    return _string(postback.get("data"), name="postback.data", max_length=POSTBACK_DATA_MAX)
 
 
 def incoming_message(event: dict) -> IncomingMessage:
@@ -196,6 +234,7 @@ def incoming_message(event: dict) -> IncomingMessage:
     content = message(event)
     message_type = _string(content.get("type"), name="message.type", max_length=MESSAGE_TYPE_MAX)
     source_type, chat_id = chat_key(event)
+    text = message_text(content) if message_type == "text" else ""
     return IncomingMessage(
         webhook_event_id=webhook_event_id(event),
         source_type=source_type,
@@ -206,7 +245,35 @@ def incoming_message(event: dict) -> IncomingMessage:
         standby=event.get("mode") == "standby",
         message_id=message_id(content),
         message_type=message_type,
-        text=message_text(content) if message_type == "text" else "",
-        mentions_self=mentions_self(content),
+        text=text,
+        mentions=mentions(content, text=text) if text else (),
         quote_token=quote_token(content),
+    )
+
+
+@dataclass(frozen=True)
+class IncomingPostback:
+    """A postback event (someone tapped one of the bot's buttons); every value checked."""
+
+    webhook_event_id: str
+    source_type: str
+    chat_id: str
+    sender_id: str
+    reply_token: str
+    sent_at: datetime
+    standby: bool
+    data: str
+
+
+def incoming_postback(event: dict) -> IncomingPostback:
+    source_type, chat_id = chat_key(event)
+    return IncomingPostback(
+        webhook_event_id=webhook_event_id(event),
+        source_type=source_type,
+        chat_id=chat_id,
+        sender_id=sender_id(event),
+        reply_token=reply_token(event),
+        sent_at=event_time(event),
+        standby=event.get("mode") == "standby",
+        data=postback_data(event),
     )

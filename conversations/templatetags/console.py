@@ -49,4 +49,7 @@ def dashboard(context) -> dict | None:
         "latency_chart": latency,
         "backends": backend_health(),
         "hide_simulated": hide_simulated,
+        "group_memory": selectors.group_memory_counts(),
+        # What a legal hold kept from a self-service erasure: for whoever may read the audit log.
+        "erasure_requests": selectors.erasure_requests() if request.user.has_perm("core.view_auditevent") else None,
     }

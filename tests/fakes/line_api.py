@@ -23,6 +23,9 @@ from .webhooks import DEFAULT_BOT_USER_ID
 
 MAX_MESSAGES = 5
 MAX_TEXT_UTF16 = 5000
+# Quick replies: LINE counts these in grapheme clusters; the fake counts code points.
+MAX_ACTION_LABEL = 20
+MAX_POSTBACK_DISPLAY_TEXT = 300
 AUTH_FAILED = "Authentication failed. Confirm that the access token in the authorization header is valid."
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CHAT_ID = re.compile(r"[UCR][0-9a-f]{32}")
@@ -344,9 +347,34 @@ def _limit_errors(body: dict) -> list[dict[str, str]]:
                 errors.append(
                     {"message": f"Length must be between 0 and {MAX_TEXT_UTF16}", "property": f"messages[{index}].text"}
                 )
+        for index, message in enumerate(messages):
+            errors.extend(_quick_reply_errors(message, f"messages[{index}].quickReply"))
     seconds = body.get("loadingSeconds")
     if isinstance(seconds, int) and (seconds % 5 or not 5 <= seconds <= 60):
         errors.append({"message": "Must be a multiple of 5 between 5 and 60", "property": "loadingSeconds"})
+    return errors
+
+
+def _quick_reply_errors(message: Any, where: str) -> list[dict[str, str]]:
+    """A quick reply's documented limits that the OpenAPI description leaves out."""
+    quick_reply = message.get("quickReply") if isinstance(message, dict) else None
+    items = quick_reply.get("items") if isinstance(quick_reply, dict) else None
+    if not isinstance(items, list):
+        return []
+    errors = []
+    for index, item in enumerate(items):
+        action = item.get("action") if isinstance(item, dict) else None
+        if not isinstance(action, dict):
+            errors.append({"message": "Must be specified", "property": f"{where}.items[{index}].action"})
+            continue
+        label = action.get("label")
+        if not isinstance(label, str) or not 1 <= len(label) <= MAX_ACTION_LABEL:
+            errors.append({"message": f"Length must be between 1 and {MAX_ACTION_LABEL}",
+                           "property": f"{where}.items[{index}].action.label"})
+        display = action.get("displayText")
+        if isinstance(display, str) and not 1 <= len(display) <= MAX_POSTBACK_DISPLAY_TEXT:
+            errors.append({"message": f"Length must be between 1 and {MAX_POSTBACK_DISPLAY_TEXT}",
+                           "property": f"{where}.items[{index}].action.displayText"})
     return errors
 
 

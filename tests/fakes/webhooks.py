@@ -441,6 +441,53 @@ def unsend_event(
     )
 
 
+def postback_event(
+    data: str,
+    *,
+    params: dict[str, str] | None = None,
+    source: str = "user",
+    user_id: str | None = DEFAULT_USER_ID,
+    group_id: str | None = None,
+    room_id: str | None = None,
+    mode: str = "active",
+    redelivery: bool = False,
+    webhook_event_id: str | None = None,
+    reply_token: str | None = None,
+    timestamp_ms: int | None = None,
+) -> dict:
+    """A user tapped a postback action (a button, a quick reply) whose ``data`` was ``data``.
+
+    ``params`` holds a date/time picker's choice; LINE sends a reply token (none in standby).
+    """
+    postback: dict[str, Any] = {"data": data}
+    if params is not None:
+        postback["params"] = params
+    return _event(
+        "postback",
+        postback=postback,
+        source=source,
+        user_id=user_id,
+        group_id=group_id,
+        room_id=room_id,
+        mode=mode,
+        redelivery=redelivery,
+        webhook_event_id=webhook_event_id,
+        timestamp_ms=timestamp_ms,
+        reply_token=reply_token,
+        with_reply_token=mode == "active" or reply_token is not None,
+    )
+
+
+def quick_reply_postbacks(request_json: dict) -> list[dict]:
+    """The postback actions of the quick-reply buttons in a reply or push request body."""
+    return [
+        item["action"]
+        for message in request_json.get("messages", [])
+        for item in (message.get("quickReply") or {}).get("items", [])
+        if item.get("action", {}).get("type") == "postback"
+    ]
+
+
 def payload(*events: dict, destination: str = DEFAULT_BOT_USER_ID) -> dict:
     """The webhook request body: ``{"destination": <bot user id>, "events": [...]}``."""
     return {"destination": destination, "events": list(events)}

@@ -24,7 +24,8 @@ class Command(BaseCommand):
             plan = erasure.plan_erasure(line_user_id=line_user_id)
             verb = "Would erase"
         self.stdout.write(f"{verb}: {plan.direct_chats} 1:1 chat(s) with {plan.direct_messages:,} messages deleted; "
-                          f"{plan.group_messages:,} messages in groups and rooms replaced by an erasure marker.")
+                          f"{plan.group_messages:,} messages in groups and rooms replaced by an erasure marker; "
+                          f"their name forgotten in {plan.chat_members} group(s) and room(s).")
         if plan.held_messages:
             self.stdout.write(f"Kept under legal hold: {plan.held_messages:,} messages.")
         self.stdout.write(f"Audit reference (HMAC of the user id): {plan.user_hmac}")
