@@ -319,11 +319,15 @@ def test_the_dashboard_can_leave_simulated_chats_out(admin_client, simulation, c
 
 def test_the_channel_form_keeps_simulated_channels_simulated(admin_client, sandbox):
     page = admin_client.get(f"/admin/conversations/linechannel/{sandbox.pk}/change/").content.decode()
-    assert 'name="is_simulated"' not in page
-    response = admin_client.post("/admin/conversations/linechannel/add/", {
-        "name": "Another sandbox", "slug": "sandbox-2", "channel_secret": "s", "access_token": "t",
-        "is_simulated": "on", "is_default": "on", "mask_before_cloud": "on"})
-    assert "cannot be the default" in response.content.decode()
+    assert 'name="is_simulated"' not in page  # read-only once the channel exists
+    assert 'name="is_simulated"' in admin_client.get("/admin/conversations/linechannel/add/").content.decode()
+    form = {"name": "Another sandbox", "slug": "sandbox-2", "channel_secret": "s", "access_token": "t",
+            "mask_before_cloud": "on", "language": "en", "notice_enabled": "on", "non_text_reply_enabled": "on",
+            "is_simulated": "on"}
+    response = admin_client.post("/admin/conversations/linechannel/add/", {**form, "is_default": "on"})
+    assert response.status_code == 200 and "cannot be the default" in response.content.decode()
+    assert admin_client.post("/admin/conversations/linechannel/add/", form).status_code == 302
+    assert LineChannel.objects.get(slug="sandbox-2").is_simulated
 
 
 def test_a_reply_token_older_than_a_minute_is_not_used_by_the_bot_either(simulation, settings):
