@@ -30,19 +30,26 @@ def test_a_one_to_one_chat_is_answered_through_the_real_pipeline_and_never_reach
     simulated = simulation.chat("user", member_names=["Mei"])
     chat = Chat.objects.get(line_id=simulated.line_id)
     assert (chat.channel, chat.source_type, chat.display_name) == (simulation.channel, "user", "Mei")  # profile
+    # Adding the bot (follow) brought the privacy notice, with the follow event's reply token.
+    notice = Message.objects.get(chat=chat, direction="out", message_type="notice")
+    assert notice.status == "replied" and notice.text.startswith("您好！我是 AI 助理")  # the Sandbox's language
     delivery = simulation.say(simulated, "你好")
     assert delivery.status == 200 and delivery.body["stored"] == 1
-    answer = Message.objects.get(chat=chat, direction="out")
+    answer = Message.objects.get(chat=chat, direction="out", reply_to__text="你好")
     assert answer.text == "echo: 你好" and answer.status == "replied"
     assert ollama_server.last("chat").json["messages"][-1]["content"] == "你好"
-    assert list(EmulatorCall.objects.values_list("endpoint", "status")) == [
-        ("profile", 200), ("loading", 202), ("reply", 200)]
-    reply = EmulatorCall.objects.get(endpoint="reply")
-    assert (reply.answer_id, reply.call_index, reply.simulated_chat) == (answer.pk, 0, simulated)
-    assert "text" not in reply.messages[0], "the emulator keeps no copy of a logged answer"
-    [bot] = items(simulated, "bot")
-    assert bot["via"] == "reply" and bot["bubbles"] == [{"type": "text", "text": "echo: 你好"}]
-    [figures] = items(simulated, "answer")
+    assert list(EmulatorCall.objects.values_list("endpoint", "status", "answer_id")) == [
+        ("profile", 200, None), ("reply", 200, notice.pk), ("loading", 202, None), ("reply", 200, answer.pk)]
+    replies = list(EmulatorCall.objects.filter(endpoint="reply"))
+    assert [(r.call_index, r.simulated_chat) for r in replies] == [(0, simulated), (0, simulated)]
+    assert not any("text" in m for r in replies for m in r.messages), "the emulator keeps no copy of a logged text"
+    first, bot = items(simulated, "bot")
+    assert (first["via"], first["message_type"], first["answer_id"]) == ("reply", "notice", notice.pk)
+    assert first["bubbles"] == [{"type": "text", "text": notice.text}]
+    assert bot["via"] == "reply" and bot["message_type"] == "text"
+    assert bot["bubbles"] == [{"type": "text", "text": "echo: 你好"}]
+    assert [(i["type"], i["status"]) for i in items(simulated, "own_text")] == [("notice", "replied")]
+    [figures] = items(simulated, "answer")  # latency and backend under the answer; none under the notice
     assert figures["latency_ms"] is not None and figures["backend"] == "Local Ollama" and figures["local"]
     assert line_api.requests == []
 
@@ -373,3 +380,39 @@ def test_the_web_process_serves_the_simulator_without_importing_line_bot_sdk():
                             env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_notice_shows_first_however_long_the_member_waits_to_write(simulation):
+    # The page once showed only calls from a minute before the first member message on.
+    simulated = simulation.chat("user")
+    earlier = timezone.now() - timedelta(minutes=30)
+    Message.objects.filter(message_type="notice").update(event_at=earlier)
+    EmulatorCall.objects.update(created_at=earlier)
+    simulation.say(simulated, "hi")
+    assert [b["message_type"] for b in items(simulated, "bot")] == ["notice", "text"]
+
+
+def test_a_photo_in_a_one_to_one_chat_gets_the_automatic_answer_marked_as_the_bots_own(simulation, ollama_server):
+    simulated = simulation.chat("user")
+    simulation.say(simulated, message_type="image")
+    reply = Message.objects.get(message_type="non_text_reply")
+    notice, bot = items(simulated, "bot")
+    assert (bot["message_type"], bot["answer_id"], bot["bubbles"]) == (
+        "non_text_reply", reply.pk, [{"type": "text", "text": reply.text}])
+    assert [(i["type"], i["status"]) for i in items(simulated, "own_text")] == [
+        ("notice", "replied"), ("non_text_reply", "replied")]
+    assert items(simulated, "answer") == [], "no model wrote it: no figures, no apology"
+    assert ollama_server.chat_requests == []
+
+
+def test_a_notice_not_sent_says_why_and_one_on_its_way_keeps_the_page_polling(simulation, sandbox,
+                                                                              django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):  # the worker has not run yet
+        simulated = services.create_simulated_chat(channel=sandbox, source_type="group", actor="test")
+    data = timeline(simulated_chat=simulated)
+    assert data["waiting"] and [(i["kind"], i["status"]) for i in data["items"]] == [("own_text", "pending")]
+    Message.objects.filter(message_type="notice").update(status="skipped", skip_reason="reply token expired")
+    data = timeline(simulated_chat=simulated)
+    assert not data["waiting"]
+    assert [(i["type"], i["status"], i["skip_reason"]) for i in data["items"]] == [
+        ("notice", "skipped", "reply token expired")]
