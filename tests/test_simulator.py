@@ -88,7 +88,10 @@ def test_in_a_group_the_bot_answers_a_mention_only(simulation):
     assert [(u["speaker"], u["status"], u["skip_reason"]) for u in users] == [
         ("Ann", "skipped", "not mentioned"), ("Ben", "replied", ""), ("Ann", "skipped", "not text")]
     assert users[1]["mentions_bot"] and users[2]["text"] == "[Sticker]"
-    assert [b["bubbles"][0]["text"] for b in items(simulated, "bot")] == ["echo: @Sandbox what about the weather?"]
+    notice = Message.objects.get(message_type="notice")
+    assert [(b["message_type"], b["bubbles"][0]["text"]) for b in items(simulated, "bot")] == [
+        ("notice", notice.text), ("text", "echo: @Sandbox what about the weather?")]  # the join notice first
+    assert items(simulated, "bot")[1]["bubbles"][0]["quote"] == {"speaker": "Ben", "text": users[1]["text"]}
     assert not EmulatorCall.objects.filter(endpoint="loading").exists()
     assert Chat.objects.get(line_id=simulated.line_id).display_name == "Hiking"  # group summary
 
@@ -115,7 +118,7 @@ def test_members_join_are_renamed_and_leave(simulation):
 def test_a_long_answer_is_split_as_line_takes_it_reply_first_then_push(simulation, ollama_server):
     pieces = ["x" * 5000] * 6 + ["the end"]
     ollama_server.responder = lambda messages, options: "".join(pieces)
-    simulated = simulation.chat("user")
+    simulated = simulation.without_notice().chat("user")  # only the answer's calls
     simulation.say(simulated, "tell me everything")
     calls = list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).order_by("id"))
     assert [(c.endpoint, c.status, len(c.messages), c.call_index) for c in calls] == [
@@ -128,7 +131,7 @@ def test_a_long_answer_is_split_as_line_takes_it_reply_first_then_push(simulatio
 def test_redaction_reaches_what_the_simulator_shows(simulation):
     simulated = simulation.chat("user")
     simulation.say(simulated, "my email is mei@example.com")
-    answer = Message.objects.get(direction="out")
+    answer = Message.objects.get(direction="out", reply_to__isnull=False)
     redaction.redact_messages(message_ids=[answer.pk, answer.reply_to_id], actor="test", reason="PII")
     shown = json.dumps(timeline(simulated_chat=simulated))
     assert "mei@example.com" not in shown and "[redacted]" in shown
@@ -142,10 +145,12 @@ def test_line_trouble_a_500_is_retried_and_an_expired_token_falls_back_to_push(s
     services.set_trouble(simulated_chat=simulated, trouble=Trouble.EXPIRED_REPLY_TOKEN, actor="test")
     simulation.say(simulated, "two")
     sends = list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", "status"))
-    assert sends == [("reply", 500), ("reply", 200), ("reply", 400), ("push", 200)]
+    # The follow's notice went out before the trouble began.
+    assert sends == [("reply", 200), ("reply", 500), ("reply", 200), ("reply", 400), ("push", 200)]
     errors = items(simulated, "line_error")
     assert [(e["status"], e["error"]) for e in errors] == [(500, "Internal server error"), (400, "Invalid reply token")]
-    assert [b["via"] for b in items(simulated, "bot")] == ["reply", "push"]
+    assert [(b["message_type"], b["via"]) for b in items(simulated, "bot")] == [
+        ("notice", "reply"), ("text", "reply"), ("text", "push")]
     assert Message.objects.filter(direction="in", status="replied").count() == 2
 
 
@@ -161,9 +166,10 @@ def test_without_a_model_the_apology_says_what_to_install(simulation, preset):
     ModelBackend.objects.filter(pk=preset.backend_id).update(base_url="http://127.0.0.1:9", timeout=2)
     simulated = simulation.chat("user")
     simulation.say(simulated, "hello?")
-    [bot] = items(simulated, "bot")
+    notice, bot = items(simulated, "bot")
+    assert notice["message_type"] == "notice"  # no model writes the notice: a newcomer without one still gets it
     assert bot["bubbles"][0]["text"].startswith("抱歉")
-    [figures] = items(simulated, "answer")
+    [figures] = items(simulated, "answer")  # the hint under the apology, not under the notice
     assert figures["hint"] == ("No model reachable at http://127.0.0.1:9 — install Ollama (https://ollama.com), "
                                "start it and run `ollama pull gemma3:4b`.")
 
@@ -272,7 +278,8 @@ def test_creating_from_the_page_sends_the_first_message(admin_client, sandbox, p
                                                            "first_message": "hello"})
     simulated = SimulatedChat.objects.get()
     assert response.url == f"{SIMULATOR}?chat={simulated.pk}"
-    assert Message.objects.get(direction="out").text == "echo: hello"
+    assert Message.objects.get(direction="out", message_type="notice").status == "replied"  # the follow's
+    assert Message.objects.get(direction="out", reply_to__text="hello").text == "echo: hello"
 
 
 def test_chat_settings_and_deletion_are_audited_like_any_chat(admin_client, simulation, preset):
@@ -289,7 +296,8 @@ def test_chat_settings_and_deletion_are_audited_like_any_chat(admin_client, simu
     admin_client.post(f"{SIMULATOR}{simulated.pk}/delete/")
     assert not Chat.objects.filter(pk=chat.pk).exists() and not Message.objects.exists()
     assert not SimulatedChat.objects.exists() and not SimulatedEvent.objects.exists()
-    assert AuditEvent.objects.get(action="chat_change", details__changes__deleted=True).details["messages"] == 2
+    # The join's notice, the message and its answer.
+    assert AuditEvent.objects.get(action="chat_change", details__changes__deleted=True).details["messages"] == 3
 
 
 def test_simulated_chats_are_marked_in_the_list_the_thread_exports_and_the_api(admin_client, simulation, channel,
@@ -320,7 +328,7 @@ def test_the_dashboard_can_leave_simulated_chats_out(admin_client, simulation, c
     page = admin_client.get("/admin/").content.decode()
     hidden = admin_client.get("/admin/?simulated=hide").content.decode()
     figure = lambda html: html.split('class="figure-big">')[1].split("<")[0]  # noqa: E731
-    assert (figure(page), figure(hidden)) == ("3", "1")
+    assert (figure(page), figure(hidden)) == ("4", "1")  # the simulated chat's notice, message and answer
     assert "Try the bot in the simulator" in page and "leave them out" in page and "count them" in hidden
 
 
@@ -342,8 +350,8 @@ def test_a_reply_token_older_than_a_minute_is_not_used_by_the_bot_either(simulat
     simulated = simulation.chat("user")
     settings.LINEBOT = {**settings.LINEBOT, "REPLY_TOKEN_MAX_AGE": 0}
     simulation.say(simulated, "late")
-    assert list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", flat=True)) == [
-        "push"]
+    sends = EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", "answer__message_type")
+    assert list(sends) == [("reply", "notice"), ("push", "text")]  # the notice went with the follow, in time
     assert SimulatedEvent.objects.get(event_type="message").reply_used_at is None
 
 
@@ -357,8 +365,9 @@ def test_a_quote_token_shows_the_quoted_message(simulation, sandbox):
     token = SimulatedEvent.objects.get(event_type="message").quote_token
     client_for(sandbox).api.push_message(PushMessageRequest(to=simulated.line_id, messages=[
         TextMessage(text="Yes, 10:00 to 18:00.", quote_token=token), TextMessage(text="Anything else?")]))
-    [bot] = items(simulated, "bot")
-    assert bot["via"] == "push"
+    notice, bot = items(simulated, "bot")
+    assert notice["message_type"] == "notice"  # the join's
+    assert (bot["via"], bot["message_type"]) == ("push", "")
     assert bot["bubbles"] == [
         {"type": "text", "text": "Yes, 10:00 to 18:00.", "quote": {"speaker": "Ann", "text": "is the shop open on Sunday?"}},
         {"type": "text", "text": "Anything else?"},
