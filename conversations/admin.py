@@ -85,8 +85,9 @@ class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedMo
                     "mask_before_cloud", "is_simulated"]
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
+        # is_simulated is chosen when a channel is added, then shown read-only (get_readonly_fields).
         (None, {"fields": ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default",
-                           "bot_user_id"]}),
+                           "bot_user_id", "is_simulated"]}),
         (_("Personal data"), {"fields": ["mask_before_storing", "mask_before_cloud"]}),
         (_("What the people in the chats are told"),
          {"fields": ["operator_name", "operator_contact", "language", "notice_enabled", "notice_template",

@@ -26,6 +26,13 @@ class Simulation:
         self.actor = actor
         self.capture = capture
 
+    def without_notice(self) -> "Simulation":
+        """The channel sends no privacy notice on follow and join: for tests about something
+        else, where its reply would be one more LINE call and bubble to step over."""
+        self.channel.notice_enabled = False
+        self.channel.save(update_fields=["notice_enabled"])  # and the webhook's cached channels forgotten
+        return self
+
     def chat(self, source_type: str = "user", **kwargs):
         with self.capture(execute=True):
             return services.create_simulated_chat(channel=self.channel, source_type=source_type, actor=self.actor,

@@ -30,19 +30,26 @@ def test_a_one_to_one_chat_is_answered_through_the_real_pipeline_and_never_reach
     simulated = simulation.chat("user", member_names=["Mei"])
     chat = Chat.objects.get(line_id=simulated.line_id)
     assert (chat.channel, chat.source_type, chat.display_name) == (simulation.channel, "user", "Mei")  # profile
+    # Adding the bot (follow) brought the privacy notice, with the follow event's reply token.
+    notice = Message.objects.get(chat=chat, direction="out", message_type="notice")
+    assert notice.status == "replied" and notice.text.startswith("您好！我是 AI 助理")  # the Sandbox's language
     delivery = simulation.say(simulated, "你好")
     assert delivery.status == 200 and delivery.body["stored"] == 1
-    answer = Message.objects.get(chat=chat, direction="out")
+    answer = Message.objects.get(chat=chat, direction="out", reply_to__text="你好")
     assert answer.text == "echo: 你好" and answer.status == "replied"
     assert ollama_server.last("chat").json["messages"][-1]["content"] == "你好"
-    assert list(EmulatorCall.objects.values_list("endpoint", "status")) == [
-        ("profile", 200), ("loading", 202), ("reply", 200)]
-    reply = EmulatorCall.objects.get(endpoint="reply")
-    assert (reply.answer_id, reply.call_index, reply.simulated_chat) == (answer.pk, 0, simulated)
-    assert "text" not in reply.messages[0], "the emulator keeps no copy of a logged answer"
-    [bot] = items(simulated, "bot")
-    assert bot["via"] == "reply" and bot["bubbles"] == [{"type": "text", "text": "echo: 你好"}]
-    [figures] = items(simulated, "answer")
+    assert list(EmulatorCall.objects.values_list("endpoint", "status", "answer_id")) == [
+        ("profile", 200, None), ("reply", 200, notice.pk), ("loading", 202, None), ("reply", 200, answer.pk)]
+    replies = list(EmulatorCall.objects.filter(endpoint="reply"))
+    assert [(r.call_index, r.simulated_chat) for r in replies] == [(0, simulated), (0, simulated)]
+    assert not any("text" in m for r in replies for m in r.messages), "the emulator keeps no copy of a logged text"
+    first, bot = items(simulated, "bot")
+    assert (first["via"], first["message_type"], first["answer_id"]) == ("reply", "notice", notice.pk)
+    assert first["bubbles"] == [{"type": "text", "text": notice.text}]
+    assert bot["via"] == "reply" and bot["message_type"] == "text"
+    assert bot["bubbles"] == [{"type": "text", "text": "echo: 你好"}]
+    assert [(i["type"], i["status"]) for i in items(simulated, "own_text")] == [("notice", "replied")]
+    [figures] = items(simulated, "answer")  # latency and backend under the answer; none under the notice
     assert figures["latency_ms"] is not None and figures["backend"] == "Local Ollama" and figures["local"]
     assert line_api.requests == []
 
@@ -81,7 +88,10 @@ def test_in_a_group_the_bot_answers_a_mention_only(simulation):
     assert [(u["speaker"], u["status"], u["skip_reason"]) for u in users] == [
         ("Ann", "skipped", "not mentioned"), ("Ben", "replied", ""), ("Ann", "skipped", "not text")]
     assert users[1]["mentions_bot"] and users[2]["text"] == "[Sticker]"
-    assert [b["bubbles"][0]["text"] for b in items(simulated, "bot")] == ["echo: @Sandbox what about the weather?"]
+    notice = Message.objects.get(message_type="notice")
+    assert [(b["message_type"], b["bubbles"][0]["text"]) for b in items(simulated, "bot")] == [
+        ("notice", notice.text), ("text", "echo: @Sandbox what about the weather?")]  # the join notice first
+    assert items(simulated, "bot")[1]["bubbles"][0]["quote"] == {"speaker": "Ben", "text": users[1]["text"]}
     assert not EmulatorCall.objects.filter(endpoint="loading").exists()
     assert Chat.objects.get(line_id=simulated.line_id).display_name == "Hiking"  # group summary
 
@@ -108,7 +118,7 @@ def test_members_join_are_renamed_and_leave(simulation):
 def test_a_long_answer_is_split_as_line_takes_it_reply_first_then_push(simulation, ollama_server):
     pieces = ["x" * 5000] * 6 + ["the end"]
     ollama_server.responder = lambda messages, options: "".join(pieces)
-    simulated = simulation.chat("user")
+    simulated = simulation.without_notice().chat("user")  # only the answer's calls
     simulation.say(simulated, "tell me everything")
     calls = list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).order_by("id"))
     assert [(c.endpoint, c.status, len(c.messages), c.call_index) for c in calls] == [
@@ -121,7 +131,7 @@ def test_a_long_answer_is_split_as_line_takes_it_reply_first_then_push(simulatio
 def test_redaction_reaches_what_the_simulator_shows(simulation):
     simulated = simulation.chat("user")
     simulation.say(simulated, "my email is mei@example.com")
-    answer = Message.objects.get(direction="out")
+    answer = Message.objects.get(direction="out", reply_to__isnull=False)
     redaction.redact_messages(message_ids=[answer.pk, answer.reply_to_id], actor="test", reason="PII")
     shown = json.dumps(timeline(simulated_chat=simulated))
     assert "mei@example.com" not in shown and "[redacted]" in shown
@@ -135,10 +145,12 @@ def test_line_trouble_a_500_is_retried_and_an_expired_token_falls_back_to_push(s
     services.set_trouble(simulated_chat=simulated, trouble=Trouble.EXPIRED_REPLY_TOKEN, actor="test")
     simulation.say(simulated, "two")
     sends = list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", "status"))
-    assert sends == [("reply", 500), ("reply", 200), ("reply", 400), ("push", 200)]
+    # The follow's notice went out before the trouble began.
+    assert sends == [("reply", 200), ("reply", 500), ("reply", 200), ("reply", 400), ("push", 200)]
     errors = items(simulated, "line_error")
     assert [(e["status"], e["error"]) for e in errors] == [(500, "Internal server error"), (400, "Invalid reply token")]
-    assert [b["via"] for b in items(simulated, "bot")] == ["reply", "push"]
+    assert [(b["message_type"], b["via"]) for b in items(simulated, "bot")] == [
+        ("notice", "reply"), ("text", "reply"), ("text", "push")]
     assert Message.objects.filter(direction="in", status="replied").count() == 2
 
 
@@ -154,9 +166,10 @@ def test_without_a_model_the_apology_says_what_to_install(simulation, preset):
     ModelBackend.objects.filter(pk=preset.backend_id).update(base_url="http://127.0.0.1:9", timeout=2)
     simulated = simulation.chat("user")
     simulation.say(simulated, "hello?")
-    [bot] = items(simulated, "bot")
+    notice, bot = items(simulated, "bot")
+    assert notice["message_type"] == "notice"  # no model writes the notice: a newcomer without one still gets it
     assert bot["bubbles"][0]["text"].startswith("抱歉")
-    [figures] = items(simulated, "answer")
+    [figures] = items(simulated, "answer")  # the hint under the apology, not under the notice
     assert figures["hint"] == ("No model reachable at http://127.0.0.1:9 — install Ollama (https://ollama.com), "
                                "start it and run `ollama pull gemma3:4b`.")
 
@@ -265,7 +278,8 @@ def test_creating_from_the_page_sends_the_first_message(admin_client, sandbox, p
                                                            "first_message": "hello"})
     simulated = SimulatedChat.objects.get()
     assert response.url == f"{SIMULATOR}?chat={simulated.pk}"
-    assert Message.objects.get(direction="out").text == "echo: hello"
+    assert Message.objects.get(direction="out", message_type="notice").status == "replied"  # the follow's
+    assert Message.objects.get(direction="out", reply_to__text="hello").text == "echo: hello"
 
 
 def test_chat_settings_and_deletion_are_audited_like_any_chat(admin_client, simulation, preset):
@@ -282,7 +296,8 @@ def test_chat_settings_and_deletion_are_audited_like_any_chat(admin_client, simu
     admin_client.post(f"{SIMULATOR}{simulated.pk}/delete/")
     assert not Chat.objects.filter(pk=chat.pk).exists() and not Message.objects.exists()
     assert not SimulatedChat.objects.exists() and not SimulatedEvent.objects.exists()
-    assert AuditEvent.objects.get(action="chat_change", details__changes__deleted=True).details["messages"] == 2
+    # The join's notice, the message and its answer.
+    assert AuditEvent.objects.get(action="chat_change", details__changes__deleted=True).details["messages"] == 3
 
 
 def test_simulated_chats_are_marked_in_the_list_the_thread_exports_and_the_api(admin_client, simulation, channel,
@@ -313,17 +328,21 @@ def test_the_dashboard_can_leave_simulated_chats_out(admin_client, simulation, c
     page = admin_client.get("/admin/").content.decode()
     hidden = admin_client.get("/admin/?simulated=hide").content.decode()
     figure = lambda html: html.split('class="figure-big">')[1].split("<")[0]  # noqa: E731
-    assert (figure(page), figure(hidden)) == ("3", "1")
+    assert (figure(page), figure(hidden)) == ("4", "1")  # the simulated chat's notice, message and answer
     assert "Try the bot in the simulator" in page and "leave them out" in page and "count them" in hidden
 
 
 def test_the_channel_form_keeps_simulated_channels_simulated(admin_client, sandbox):
     page = admin_client.get(f"/admin/conversations/linechannel/{sandbox.pk}/change/").content.decode()
-    assert 'name="is_simulated"' not in page
-    response = admin_client.post("/admin/conversations/linechannel/add/", {
-        "name": "Another sandbox", "slug": "sandbox-2", "channel_secret": "s", "access_token": "t",
-        "is_simulated": "on", "is_default": "on", "mask_before_cloud": "on"})
-    assert "cannot be the default" in response.content.decode()
+    assert 'name="is_simulated"' not in page  # read-only once the channel exists
+    assert 'name="is_simulated"' in admin_client.get("/admin/conversations/linechannel/add/").content.decode()
+    form = {"name": "Another sandbox", "slug": "sandbox-2", "channel_secret": "s", "access_token": "t",
+            "mask_before_cloud": "on", "language": "en", "notice_enabled": "on", "non_text_reply_enabled": "on",
+            "is_simulated": "on"}
+    response = admin_client.post("/admin/conversations/linechannel/add/", {**form, "is_default": "on"})
+    assert response.status_code == 200 and "cannot be the default" in response.content.decode()
+    assert admin_client.post("/admin/conversations/linechannel/add/", form).status_code == 302
+    assert LineChannel.objects.get(slug="sandbox-2").is_simulated
 
 
 def test_a_reply_token_older_than_a_minute_is_not_used_by_the_bot_either(simulation, settings):
@@ -331,8 +350,8 @@ def test_a_reply_token_older_than_a_minute_is_not_used_by_the_bot_either(simulat
     simulated = simulation.chat("user")
     settings.LINEBOT = {**settings.LINEBOT, "REPLY_TOKEN_MAX_AGE": 0}
     simulation.say(simulated, "late")
-    assert list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", flat=True)) == [
-        "push"]
+    sends = EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", "answer__message_type")
+    assert list(sends) == [("reply", "notice"), ("push", "text")]  # the notice went with the follow, in time
     assert SimulatedEvent.objects.get(event_type="message").reply_used_at is None
 
 
@@ -346,8 +365,9 @@ def test_a_quote_token_shows_the_quoted_message(simulation, sandbox):
     token = SimulatedEvent.objects.get(event_type="message").quote_token
     client_for(sandbox).api.push_message(PushMessageRequest(to=simulated.line_id, messages=[
         TextMessage(text="Yes, 10:00 to 18:00.", quote_token=token), TextMessage(text="Anything else?")]))
-    [bot] = items(simulated, "bot")
-    assert bot["via"] == "push"
+    notice, bot = items(simulated, "bot")
+    assert notice["message_type"] == "notice"  # the join's
+    assert (bot["via"], bot["message_type"]) == ("push", "")
     assert bot["bubbles"] == [
         {"type": "text", "text": "Yes, 10:00 to 18:00.", "quote": {"speaker": "Ann", "text": "is the shop open on Sunday?"}},
         {"type": "text", "text": "Anything else?"},
@@ -369,3 +389,39 @@ def test_the_web_process_serves_the_simulator_without_importing_line_bot_sdk():
                             env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_notice_shows_first_however_long_the_member_waits_to_write(simulation):
+    # The page once showed only calls from a minute before the first member message on.
+    simulated = simulation.chat("user")
+    earlier = timezone.now() - timedelta(minutes=30)
+    Message.objects.filter(message_type="notice").update(event_at=earlier)
+    EmulatorCall.objects.update(created_at=earlier)
+    simulation.say(simulated, "hi")
+    assert [b["message_type"] for b in items(simulated, "bot")] == ["notice", "text"]
+
+
+def test_a_photo_in_a_one_to_one_chat_gets_the_automatic_answer_marked_as_the_bots_own(simulation, ollama_server):
+    simulated = simulation.chat("user")
+    simulation.say(simulated, message_type="image")
+    reply = Message.objects.get(message_type="non_text_reply")
+    notice, bot = items(simulated, "bot")
+    assert (bot["message_type"], bot["answer_id"], bot["bubbles"]) == (
+        "non_text_reply", reply.pk, [{"type": "text", "text": reply.text}])
+    assert [(i["type"], i["status"]) for i in items(simulated, "own_text")] == [
+        ("notice", "replied"), ("non_text_reply", "replied")]
+    assert items(simulated, "answer") == [], "no model wrote it: no figures, no apology"
+    assert ollama_server.chat_requests == []
+
+
+def test_a_notice_not_sent_says_why_and_one_on_its_way_keeps_the_page_polling(simulation, sandbox,
+                                                                              django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):  # the worker has not run yet
+        simulated = services.create_simulated_chat(channel=sandbox, source_type="group", actor="test")
+    data = timeline(simulated_chat=simulated)
+    assert data["waiting"] and [(i["kind"], i["status"]) for i in data["items"]] == [("own_text", "pending")]
+    Message.objects.filter(message_type="notice").update(status="skipped", skip_reason="reply token expired")
+    data = timeline(simulated_chat=simulated)
+    assert not data["waiting"]
+    assert [(i["type"], i["status"], i["skip_reason"]) for i in data["items"]] == [
+        ("notice", "skipped", "reply token expired")]

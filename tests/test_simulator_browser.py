@@ -86,9 +86,16 @@ def test_a_newcomer_talks_to_the_bot_one_to_one(page, live_server, newcomer):
     # No simulated chat yet: the Sandbox channel and a 1:1 chat are chosen already.
     page.fill("#id_first_message", "hello")
     submit(page, ".sim-new-form input[type=submit]")
-    bot = page.locator(".sim-bot-bubble")
-    expect(bot.first).to_contain_text("I am the shop's assistant")
-    expect(page.locator(".sim-via").first).to_have_text(re.compile("reply", re.I))
+    # Adding the bot (follow) brings the privacy notice, in the Sandbox's language, as LINE shows it.
+    notice = page.locator(".sim-row.sim-notice")
+    expect(notice).to_have_count(1)
+    expect(notice.locator(".sim-bot-bubble")).to_contain_text("我是 AI 助理")
+    expect(notice.locator(".badge-notice")).to_have_text("privacy notice, sent")
+    expect(notice.locator(".sim-via")).to_have_text(re.compile("reply", re.I))
+    answers = page.locator(".sim-row.sim-bot:not(.sim-notice)")
+    expect(answers.first.locator(".sim-bot-bubble")).to_contain_text("I am the shop's assistant")
+    expect(answers.first.locator(".sim-via")).to_have_text(re.compile("reply", re.I))
+    expect(page.locator(".sim-latency")).to_have_count(1)  # under the answer; the notice had no model
     expect(page.locator(".sim-latency").first).to_contain_text(" ms")
     assert EmulatorCall.objects.filter(endpoint="loading", status=202).count() == 1  # 1:1: the loading animation
 
@@ -101,8 +108,8 @@ def test_a_newcomer_talks_to_the_bot_one_to_one(page, live_server, newcomer):
 
     # A long answer reaches LINE as two texts in one reply.
     send(page, "a long answer, please")
-    expect(page.locator(".sim-row.sim-bot").nth(1).locator(".sim-bot-bubble")).to_have_count(2)
-    expect(page.locator(".sim-row.sim-bot").nth(1).locator(".sim-bubble-text").last).to_contain_text("and the end.")
+    expect(answers.nth(1).locator(".sim-bot-bubble")).to_have_count(2)
+    expect(answers.nth(1).locator(".sim-bubble-text").last).to_contain_text("and the end.")
     long_call = EmulatorCall.objects.filter(endpoint="reply", status=200).last()
     assert [m["units"] for m in long_call.messages] == [5000, 213]
 
@@ -110,15 +117,15 @@ def test_a_newcomer_talks_to_the_bot_one_to_one(page, live_server, newcomer):
     set_trouble(page, "next call: 500 server error")
     send(page, "and now?")
     expect(page.locator(".sim-line-error")).to_contain_text("LINE answered 500 to a reply")
-    expect(page.locator(".sim-row.sim-bot")).to_have_count(3)
-    expect(page.locator(".sim-row.sim-bot").last.locator(".sim-via")).to_have_text(re.compile("reply", re.I))
+    expect(answers).to_have_count(3)
+    expect(answers.last.locator(".sim-via")).to_have_text(re.compile("reply", re.I))
 
     # The reply token is refused: the answer is pushed instead.
     set_trouble(page, "reply tokens expired")
     send(page, "still there?")
     expect(page.locator(".sim-line-error").last).to_contain_text("Invalid reply token")
-    expect(page.locator(".sim-row.sim-bot")).to_have_count(4)
-    expect(page.locator(".sim-row.sim-bot").last.locator(".sim-via")).to_have_text(re.compile("push", re.I))
+    expect(answers).to_have_count(4)
+    expect(answers.last.locator(".sim-via")).to_have_text(re.compile("push", re.I))
     statuses = list(EmulatorCall.objects.filter(endpoint__in=["reply", "push"]).values_list("endpoint", "status"))
     assert statuses[-4:] == [("reply", 500), ("reply", 200), ("reply", 400), ("push", 200)]
     assert Message.objects.filter(direction="in", status="replied").count() == 4
@@ -148,6 +155,7 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     submit(page, ".sim-members li:has(input[value='陳小明']) button[value=remove]")
     assert list(page.locator("#sim-member option").all_inner_texts()) == ["Alice", "Bobby", "Dora"]
     assert list(simulated.events.values_list("event_type", flat=True)) == ["join", "memberJoined", "memberLeft"]
+    expect(page.locator(".sim-row.sim-notice .badge-notice")).to_have_text("privacy notice, sent")  # on join
 
     # Without a mention the bot stays silent; with one it answers.
     page.select_option("#sim-member", label="Alice")
@@ -192,5 +200,5 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     expect(table).to_contain_text("Saturday looks sunny in Taipei")  # Default
     expect(table.locator(".compare-latency")).to_have_count(4)
     expect(table.locator("thead .badge-local")).to_have_count(2)
-    assert Message.objects.filter(chat=chat).count() == 6  # nothing added to the log
+    assert Message.objects.filter(chat=chat).count() == 7  # nothing added to the log (the join's notice, 3 + 3)
     shot(page, "compare-presets")

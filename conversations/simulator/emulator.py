@@ -191,8 +191,8 @@ def _delivered(call: _Call, messages: list[dict]) -> EmulatedResponse:
              **({"quoteToken": secrets.token_urlsafe(64)} if message["type"] in QUOTABLE_TYPES else {})}
             for message in messages]
     if call.answer_id is None:
-        # Not an answer from the conversation log (a greeting, a notice the bot wrote): the
-        # page can read the text from nowhere else.
+        # Not a message from the conversation log (a call made by hand, or by code that logs
+        # nothing): the page can read the text from nowhere else.
         for shape, message in zip(call.messages, messages):
             if message["type"] in TEXT_TYPES:
                 shape["text"] = message["text"]
@@ -224,13 +224,18 @@ def _trouble(call: _Call, *, reply: bool) -> EmulatedResponse | None:
 
 
 def _answer_to(event: SimulatedEvent) -> int | None:
-    """The logged answer to the message of this event, if any."""
-    if not event.line_message_id:
+    """The logged message a reply with this event's token delivers, if any: the answer to
+    the event's message, or what the bot logged for the event itself (the privacy notice
+    on follow and join, keyed on the event's webhookEventId)."""
+    outbound = Message.objects.filter(direction=Direction.OUT, chat__channel_id=event.simulated_chat.channel_id,
+                                      chat__line_id=event.simulated_chat.line_id)
+    if event.line_message_id:
+        outbound = outbound.filter(reply_to__line_message_id=event.line_message_id)
+    elif event.webhook_event_id:
+        outbound = outbound.filter(webhook_event_id=event.webhook_event_id)
+    else:
         return None
-    return (Message.objects.filter(
-        direction=Direction.OUT, reply_to__line_message_id=event.line_message_id,
-        chat__channel_id=event.simulated_chat.channel_id, chat__line_id=event.simulated_chat.line_id)
-        .values_list("id", flat=True).first())
+    return outbound.values_list("id", flat=True).first()
 
 
 def _answer_by_retry_key(chat: SimulatedChat, key: str) -> tuple[int | None, int | None]:

@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -10,7 +11,7 @@ from models_registry.backends import SamplingParams, Turn
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 from models_registry.services import allowed_backends, sampling_params
 
-from .. import answering
+from .. import answering, notices
 from .. import selectors as chat_selectors
 from ..line.text import MAX_MESSAGES_PER_CALL, split_text, utf16_units
 from ..models import Chat, Direction, Message, Status
@@ -18,6 +19,8 @@ from .models import EmulatorCall, SimulatedChat, SimulatedEvent
 
 TIMELINE_MESSAGES = 60
 SENDING_ENDPOINTS = ("reply", "push")
+# The bot's own texts, sent without a model: the privacy notice and the answer to a non-text message.
+OWN_TEXT_TYPES = (notices.NOTICE_TYPE, notices.NON_TEXT_REPLY_TYPE)
 MEDIA_LABELS = {"sticker": gettext_lazy("Sticker"), "image": gettext_lazy("Photo"), "video": gettext_lazy("Video"),
                 "audio": gettext_lazy("Voice message"), "file": gettext_lazy("File"),
                 "location": gettext_lazy("Location")}
@@ -32,18 +35,23 @@ def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> d
 
     Members' messages come from the conversation log; the bot's as LINE received them:
     one bubble per message of each reply or push the emulator accepted, quoting where a
-    quote token was used. The texts are read from the logged answer (so redaction and
-    retention apply here too), cut where the calls cut them.
+    quote token was used, marked with what it was (an answer, the privacy notice sent on
+    follow and join, the automatic answer to a non-text message). The texts are read from
+    the logged message (so redaction and retention apply here too), cut where the calls
+    cut them.
     """
     now = now or timezone.now()
     chat = simulated_chat.chat()
     members = {member.user_id: member for member in simulated_chat.members.all()}
     inbound = (list(Message.objects.filter(chat=chat, direction=Direction.IN).order_by("-id")[:TIMELINE_MESSAGES])[::-1]
                if chat else [])
-    since = inbound[0].event_at - timedelta(minutes=1) if inbound else None
+    # The whole chat unless it is longer than the page shows: then from its first member message shown.
+    since = inbound[0].event_at - timedelta(minutes=1) if len(inbound) == TIMELINE_MESSAGES else None
+    # Answers to those messages, and the bot's own texts that answer no message (the notice on follow and join).
+    own = Q(message_type__in=OWN_TEXT_TYPES, reply_to__isnull=True, **({"event_at__gte": since} if since else {}))
     answers = {answer.pk: answer for answer in Message.objects.filter(
-        chat=chat, direction=Direction.OUT, reply_to__in=[m.pk for m in inbound]).select_related("backend", "preset")
-    } if chat else {}
+        Q(reply_to__in=[m.pk for m in inbound]) | own, chat=chat, direction=Direction.OUT,
+    ).select_related("backend", "preset", "reply_to")} if chat else {}
     calls = list(simulated_chat.calls.filter(**({"created_at__gte": since} if since else {})).order_by("id"))
     sim_events = {e.line_message_id: e for e in SimulatedEvent.objects.filter(
         simulated_chat=simulated_chat, line_message_id__in=[m.line_message_id for m in inbound if m.line_message_id])}
@@ -61,7 +69,7 @@ def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> d
         item = _call_item(call, answers.get(call.answer_id), quoted, now=now, delivered_at=delivered_at)
         if item is not None:
             items.append((call.created_at, 1, item))
-        if last_call_of.get(call.answer_id) == call.pk:
+        if last_call_of.get(call.answer_id) == call.pk and call.answer_id in answers:
             items.append((call.created_at, 2, _answer_item(answers[call.answer_id], chat=chat)))
             placed.add(call.answer_id)
     for answer in answers.values():
@@ -70,7 +78,10 @@ def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> d
             items.append((answer.reply_to.event_at if answer.reply_to else answer.event_at, 3,
                           _answer_item(answer, chat=chat)))
     items.sort(key=lambda entry: (entry[0], entry[1]))
-    waiting = any(m.status in (Status.PENDING, Status.GENERATING) for m in inbound)
+    # A member's message, or a notice the worker has yet to send.
+    waiting = any(m.status in (Status.PENDING, Status.GENERATING) for m in inbound) or any(
+        a.message_type == notices.NOTICE_TYPE and a.status in (Status.PENDING, Status.GENERATING)
+        for a in answers.values())
     return {
         "items": [item for _, _, item in items],
         "waiting": waiting,
@@ -126,8 +137,10 @@ def _call_item(call: EmulatorCall, answer: Message | None, quoted: dict, *, now:
         return None
     if call.status != 200:
         return _line_error_item(call)
+    # message_type: "notice" (the privacy notice), "non_text_reply", "text" (a model's answer or the
+    # apology), "" for a call no logged message accounts for.
     return {"kind": "bot", "at": at, "via": call.endpoint, "answer_id": call.answer_id,
-            "bubbles": _bubbles(call, answer, quoted)}
+            "message_type": answer.message_type if answer else "", "bubbles": _bubbles(call, answer, quoted)}
 
 
 def _line_error_item(call: EmulatorCall) -> dict:
@@ -165,6 +178,8 @@ def _texts_of(call: EmulatorCall, answer: Message | None) -> list[str]:
 
 
 def _answer_item(answer: Message, *, chat: Chat) -> dict:
+    if answer.message_type in OWN_TEXT_TYPES:
+        return _own_text_item(answer)
     backend = answer.backend
     return {
         "kind": "answer", "id": answer.pk, "at": answer.event_at.isoformat(), "status": answer.status,
@@ -175,6 +190,15 @@ def _answer_item(answer: Message, *, chat: Chat) -> dict:
         "hint": no_model_hint(preset=answer.preset, error=answer.error, local_only=chat.local_only)
         if not backend and answer.error else "",
         "delivered_calls": answer.delivered_calls,
+    }
+
+
+def _own_text_item(message: Message) -> dict:
+    """Under the bot's own text (no model wrote it, so no figures and no prompt): whether it was sent."""
+    return {
+        "kind": "own_text", "id": message.pk, "at": message.event_at.isoformat(), "type": message.message_type,
+        "status": message.status, "status_label": message.get_status_display(), "skip_reason": message.skip_reason,
+        "error": message.error, "delivered_calls": message.delivered_calls,
     }
 
 

@@ -121,6 +121,8 @@ def _page_config(request: HttpRequest, simulated: SimulatedChat) -> dict:
             "quote": _("quoting"), "loading": _("typing…"), "apology": _("No model answered"),
             "pending": _("waiting for the worker…"), "not_delivered": _("stored, not delivered yet"),
             "retry_key": _("retry key"),
+            "notice": _("privacy notice, sent"), "notice_not_sent": _("privacy notice, not sent"),
+            "non_text_reply": _("automatic answer"),
         },
     }
 

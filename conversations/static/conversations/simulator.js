@@ -67,6 +67,13 @@
     }
     const meta = el("div", "sim-meta");
     meta.append(el("span", "sim-via sim-via-" + item.via, L[item.via] || item.via), " " + time(item.at));
+    // The bot's own texts, which no model wrote: the privacy notice (follow, join) and the non-text answer.
+    if (item.message_type === "notice") {
+      row.classList.add("sim-notice");
+      meta.append(" · ", el("span", "badge badge-notice", L.notice));
+    } else if (item.message_type === "non_text_reply") {
+      meta.append(" · ", el("span", "badge badge-notice", L.non_text_reply));
+    }
     body.append(meta);
     row.append(body);
     return row;
@@ -116,6 +123,14 @@
     if (item.error && !item.hint) row.append(el("div", "sim-hint", item.error));
     if (config.prompts) row.append(promptDetails(item.id));
     return row;
+  }
+
+  // Under the bot's own text: nothing once LINE has it (its bubble is marked), else why not.
+  function ownTextItem(item) {
+    if (item.status !== "skipped" && item.status !== "failed") return null;
+    const label = item.type === "notice" ? L.notice_not_sent : L.non_text_reply;
+    const reason = item.skip_reason || item.error || item.status_label;
+    return el("li", "sim-system sim-own-text", reason ? `${label}: ${reason}` : label);
   }
 
   function promptDetails(answerId) {
@@ -173,6 +188,7 @@
       else if (item.kind === "loading" && item.active) rows.push(loadingItem());
       else if (item.kind === "line_error") rows.push(lineErrorItem(item));
       else if (item.kind === "answer") rows.push(answerItem(item));
+      else if (item.kind === "own_text") { const row = ownTextItem(item); if (row) rows.push(row); }
     }
     const loading = data.items.some((item) => item.kind === "loading" && item.active);
     if (data.waiting && !loading) rows.push(el("li", "sim-system sim-waiting", L.pending));
