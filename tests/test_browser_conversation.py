@@ -170,7 +170,7 @@ def test_the_conversation_settings_and_a_group_thread(page, live_server, hiking)
         "Fresh start: I no longer use the earlier messages of this chat for my answers.",
         f"echo: {ALICE_NAME}: which trail is easiest?",
         "You have sent me many messages in a short time. I will answer again in about 30 minutes.",
-        "Done: from now on I neither store nor answer your messages here. Send /optin to undo this.",
+        "Done: from now on I neither store nor answer your messages in this LINE account's chats. Send /optin to undo this.",
     ]
     # The model got three questions: never a command, a limited message, the bystander, an id or the mention.
     prompts = json.dumps([request.json for request in ollama.requests_for("chat")], ensure_ascii=False)
