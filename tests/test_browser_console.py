@@ -26,11 +26,18 @@ PHONE = {"width": 390, "height": 844}
 PROPER_NOUNS = {
     "LINE", "Ollama", "Replicate", "OpenAI", "API", "URL", "ID", "IP", "LLM", "Webhook", "ms", "vLLM", "LM",
     "Studio", "GB", "MB", "KB", "Messaging", "Developers", "pull", "qcluster", "Cron",
+    "HTTP", "HTTPS", "TLS", "AI", "README",
+    "English",  # a language's own name, beside 繁體中文
     "k",  # top_k's k, as in "the k likeliest words"
 }
-# Data the test itself stored (names, the operator's user name) and django-q2's schedule
-# names, which bootstrap stores as identifiers.
-DATA = ["operator", "shop", "Sweep stuck messages", "Purge expired messages", "Webhook settings"]
+# Data the test itself stored (names, the operator's user name), django-q2's schedule names,
+# which bootstrap stores as identifiers, and words an operator must find elsewhere as they
+# are: the LINE Developers console's labels and the README's headings.
+DATA = ["operator", "shop", "Sweep stuck messages", "Purge expired messages", "Webhook settings", "Use webhook",
+        "Verify", "Deploying behind HTTPS"]
+# Pseudonyms (conversations.models.pseudonym) are names, the same in every language: prompts
+# and the console show the same one.
+PSEUDONYM = re.compile(r"\bMember [0-9a-f]{4}\b")
 # Elements that hold data, not labels: LINE ids and model names (code), stored texts and
 # server errors, an audit event's JSON details.
 DATA_SELECTORS = "code, pre, script, style, .bubble-text, .bubble-error, .field-details .readonly, " \
@@ -41,6 +48,8 @@ def english_words(text: str) -> list[str]:
     """Words of Latin letters in `text` that are neither proper nouns nor data."""
     for item in DATA:
         text = re.sub(re.escape(item), " ", text, flags=re.IGNORECASE)  # CSS may upper-case it
+    text = PSEUDONYM.sub(" ", text)
+    text = re.sub(r"\{\w+\}", " ", text)  # placeholders, as in the privacy notice's {memory}
     text = re.sub(r"\S*/\S*|\S+\.\S+", " ", text)  # URLs, paths, file and host names
     text = re.sub(r"\S*\d\S*", " ", text)  # ids, model tags, sizes, times, versions
     text = re.sub(r"\S*_\S*", " ", text)  # identifiers such as top_p

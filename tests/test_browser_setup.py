@@ -106,7 +106,7 @@ def test_a_channel_shows_its_connection_with_line(page, live_server, fresh_insta
     health = page.locator(".channel-health")
     assert "waiting for LINE" in health.inner_text() and "Verify" in health.inner_text()
     assert "plain HTTP" in page.locator(".webhook-url").inner_text()
-    assert page.locator(".help", has_text="/line/webhook/<slug>/").count() == 1
+    assert page.locator(".help", has_text="as in /line/webhook/shop/").count() == 1
 
     # LINE's Verify, a webhook signed with some other secret, then two messages.
     assert post_webhook(client, ev.payload_bytes()) == 200

@@ -73,9 +73,11 @@ def test_the_navigation_links_the_api_docs_and_tokens(client, admin_client):
     assert 'href="/api/v1/docs/"' in page and "tokenproxy" not in page  # not theirs to see
 
 
-def test_the_slug_help_text_shows_the_placeholder(admin_client):
+def test_the_slug_help_text_shows_where_it_goes_in_the_url(admin_client):
+    # Once "/line/webhook/<slug>/", which the admin showed as HTML and so without "<slug>";
+    # now an example. The form still escapes the help text, should it name a placeholder again.
     page = admin_client.get("/admin/conversations/linechannel/add/").content.decode()
-    assert "/line/webhook/&lt;slug&gt;/" in page
+    assert "Part of the webhook URL, as in /line/webhook/shop/." in page
 
 
 # -- checking a channel with LINE ---------------------------------------------------------------
@@ -193,14 +195,14 @@ def test_which_webhook_urls_line_can_call(url, problem):
 
 def test_a_plain_http_webhook_url_comes_with_a_warning(admin_client, channel):
     page = admin_client.get(change_url(channel)).content.decode()
-    assert 'value="http://testserver/line/webhook/test/"' in page
+    assert '>http://testserver/line/webhook/test/</textarea>' in page  # a box that wraps on a phone
     assert "LINE calls only public HTTPS URLs, and this one is plain HTTP" in page and "PUBLIC_BASE_URL" in page
 
 
 def test_public_base_url_gives_the_webhook_url(admin_client, channel, settings):
     settings.PUBLIC_BASE_URL = "https://bot.example.com"
     page = admin_client.get(change_url(channel)).content.decode()
-    assert 'value="https://bot.example.com/line/webhook/test/"' in page and "PUBLIC_BASE_URL" not in page
+    assert '>https://bot.example.com/line/webhook/test/</textarea>' in page and "PUBLIC_BASE_URL" not in page
     assert admin_client.get(f"/api/v1/channels/{channel.pk}/").json()["webhook_url"] == \
         "https://bot.example.com/line/webhook/test/"
 
@@ -278,4 +280,4 @@ def test_the_checklist_and_health_speak_traditional_chinese(admin_client, channe
     assert "開始使用：已完成 0／5 項" in admin_client.get("/admin/").content.decode()
     page = admin_client.get(change_url(channel)).content.decode()
     assert "與 LINE 的連線" in page and "等待 LINE" in page and "最後收到事件</dt>\n        <dd>尚未" in page
-    assert "Webhook URL 的一部分：/line/webhook/&lt;slug&gt;/" in page
+    assert "Webhook URL 的一部分，例如 /line/webhook/shop/。" in page

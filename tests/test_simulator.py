@@ -78,22 +78,47 @@ def test_events_are_shaped_as_line_sends_them_today():
     assert events.signature(body=body, channel_secret="s") == ev.sign(body, "s")
 
 
-def test_in_a_group_the_bot_answers_a_mention_only(simulation):
+def test_in_a_group_the_bot_answers_a_mention_only(simulation, ollama_server):
     simulated = simulation.chat("group", title="Hiking", member_names=["Ann", "Ben"])
     ann, ben = simulated.members.order_by("id")
     simulation.say(simulated, "anyone for Saturday?", member=ann)
     simulation.say(simulated, "what about the weather?", member=ben, mention_bot=True)
     simulation.say(simulated, member=ann, message_type="sticker")
+    # Group memory "addressed" (the default): the members saw Ann's messages, the bot kept nothing of them.
     users = items(simulated, "user")
     assert [(u["speaker"], u["status"], u["skip_reason"]) for u in users] == [
-        ("Ann", "skipped", "not mentioned"), ("Ben", "replied", ""), ("Ann", "skipped", "not text")]
-    assert users[1]["mentions_bot"] and users[2]["text"] == "[Sticker]"
+        ("Ann", "unstored", "not addressed"), ("Ben", "replied", ""), ("Ann", "unstored", "not addressed")]
+    assert users[0]["text"] == "" and users[2]["text"] == "[Sticker]" and users[1]["mentions_bot"]
+    assert Message.objects.filter(direction="in").count() == 1 and Chat.objects.get().unstored_messages == 2
+    assert "anyone for Saturday?" not in json.dumps([timeline(simulated_chat=simulated),
+                                                     list(SimulatedEvent.objects.values())], default=str)
     notice = Message.objects.get(message_type="notice")
     assert [(b["message_type"], b["bubbles"][0]["text"]) for b in items(simulated, "bot")] == [
-        ("notice", notice.text), ("text", "echo: @Sandbox what about the weather?")]  # the join notice first
+        ("notice", notice.text), ("text", "echo: Ben: what about the weather?")]  # the join notice first
+    assert ollama_server.last("chat").json["messages"][-1]["content"] == "Ben: what about the weather?"
     assert items(simulated, "bot")[1]["bubbles"][0]["quote"] == {"speaker": "Ben", "text": users[1]["text"]}
     assert not EmulatorCall.objects.filter(endpoint="loading").exists()
     assert Chat.objects.get(line_id=simulated.line_id).display_name == "Hiking"  # group summary
+
+
+def test_with_group_memory_everything_a_message_not_for_the_bot_is_stored_and_skipped(admin_client, simulation,
+                                                                                      ollama_server):
+    simulated = simulation.chat("group", member_names=["Ann", "Ben"])
+    ann, ben = simulated.members.order_by("id")
+    admin_client.post(f"{SIMULATOR}{simulated.pk}/settings/", {"reply_mode": "mention", "group_memory": "everything"})
+    assert simulated.chat().group_memory == "everything"
+    changes = AuditEvent.objects.get(action="chat_change").details["changes"]
+    assert changes["group_memory"] == ["addressed", "everything"]
+    simulation.say(simulated, "anyone for Saturday?", member=ann)
+    simulation.say(simulated, member=ann, message_type="sticker")
+    simulation.say(simulated, "what about the weather?", member=ben, mention_bot=True)
+    users = items(simulated, "user")
+    assert [(u["speaker"], u["status"], u["skip_reason"], u["text"]) for u in users] == [
+        ("Ann", "skipped", "not mentioned", "anyone for Saturday?"), ("Ann", "skipped", "not text", "[Sticker]"),
+        ("Ben", "replied", "", "@Sandbox what about the weather?")]
+    # What was said before the mention is context, with its speaker's name.
+    contents = [m["content"] for m in ollama_server.last("chat").json["messages"]]
+    assert contents[-2:] == ["Ann: anyone for Saturday?", "Ben: what about the weather?"]
 
 
 def test_members_join_are_renamed_and_leave(simulation):
@@ -361,6 +386,9 @@ def test_a_quote_token_shows_the_quoted_message(simulation, sandbox):
     from conversations.line.client import client_for
 
     simulated = simulation.chat("group", member_names=["Ann"])
+    # Kept, though not addressed to the bot: with group memory "addressed" the bot would have
+    # nothing of the message its push quotes, and the quote would show no text.
+    Chat.objects.filter(line_id=simulated.line_id).update(group_memory="everything")
     simulation.say(simulated, "is the shop open on Sunday?")
     token = SimulatedEvent.objects.get(event_type="message").quote_token
     client_for(sandbox).api.push_message(PushMessageRequest(to=simulated.line_id, messages=[
@@ -425,3 +453,14 @@ def test_a_notice_not_sent_says_why_and_one_on_its_way_keeps_the_page_polling(si
     assert not data["waiting"]
     assert [(i["type"], i["status"], i["skip_reason"]) for i in data["items"]] == [
         ("notice", "skipped", "reply token expired")]
+
+
+def test_after_optout_what_the_member_says_shows_as_not_stored(simulation):
+    simulated = simulation.without_notice().chat("user", member_names=["Mei"])
+    simulation.say(simulated, "/optout")
+    simulation.say(simulated, "my number is 0912-345-678")
+    users = items(simulated, "user")
+    assert [(u["text"], u["status"], u["skip_reason"]) for u in users] == [
+        ("/optout", "replied", ""), ("", "unstored", "opted out")]
+    assert users[1]["speaker"] == "Mei" and users[1]["skip_reason_label"] == "the sender opted out"
+    assert "0912" not in json.dumps(timeline(simulated_chat=simulated))

@@ -157,10 +157,13 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     assert list(simulated.events.values_list("event_type", flat=True)) == ["join", "memberJoined", "memberLeft"]
     expect(page.locator(".sim-row.sim-notice .badge-notice")).to_have_text("privacy notice, sent")  # on join
 
-    # Without a mention the bot stays silent; with one it answers.
+    # Without a mention the bot stays silent, and (group memory "addressed") keeps nothing of the
+    # message: the page shows what the members saw, its text only while the page is open.
     page.select_option("#sim-member", label="Alice")
     send(page, "Anyone up for Saturday?")
-    expect(page.locator(".sim-row.sim-user").last).to_contain_text("not mentioned")
+    unstored = page.locator(".sim-row.sim-user.sim-unstored").last
+    expect(unstored).to_contain_text("not stored: not addressed to the bot (group memory)")
+    expect(unstored.locator(".sim-user-bubble")).to_have_text("Anyone up for Saturday?")
     page.select_option("#sim-member", label="Bobby")
     send(page, "what's the weather on Saturday?", mention=True)
     expect(page.locator(".sim-bot-bubble").last).to_contain_text("Saturday looks sunny")
@@ -168,20 +171,26 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     page.select_option("#sim-member", label="Dora")
     page.get_by_role("button", name="Sticker").click()
     expect(page.locator(".sim-row.sim-user").last).to_contain_text("[Sticker]")
-    expect(page.locator(".sim-row.sim-user").last).to_contain_text("not text")
+    expect(page.locator(".sim-row.sim-user").last).to_contain_text("not stored")
     page.select_option("#sim-member", label="Alice")
     send(page, "hello, who are you?", mention=True)
     expect(page.locator(".sim-bot-bubble").last).to_contain_text("I am the shop's assistant")
     assert EmulatorCall.objects.filter(endpoint="loading").count() == 0  # no loading animation in groups
     page.locator(".sim-prompt summary").last.click()
     prompt = page.locator(".sim-prompt-content")
-    expect(prompt).to_contain_text("@Sandbox what's the weather")  # the history, as built
-    expect(prompt.locator(".sim-turn-user pre").last).to_have_text("@Sandbox hello, who are you?")
+    # The history, as built: each turn with its speaker's name, the bot's mention left out;
+    # Alice's first message is not in it (not stored).
+    expect(prompt).to_contain_text("Bobby: what's the weather on Saturday?")
+    expect(prompt).not_to_contain_text("Anyone up for Saturday")
+    expect(prompt.locator(".sim-turn-user pre").last).to_have_text("Alice: hello, who are you?")
     page.locator("#sim-text").fill("Shall we meet at 8?")
     # The last question, its answer and what the model was sent, in view.
     page.locator(".sim-row.sim-user").last.evaluate("row => row.scrollIntoView({block: 'start'})")
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "simulator")
+    page.reload()  # nothing on the server has the text: a new page shows that it was said, not what
+    expect(page.locator(".sim-row.sim-unstored .sim-user-bubble").first).to_have_text(
+        "(its text is kept nowhere: shown only on the page it was sent from)")
 
     # Compare presets from the conversation's thread.
     chat = Chat.objects.get(line_id=simulated.line_id)
@@ -200,5 +209,6 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     expect(table).to_contain_text("Saturday looks sunny in Taipei")  # Default
     expect(table.locator(".compare-latency")).to_have_count(4)
     expect(table.locator("thead .badge-local")).to_have_count(2)
-    assert Message.objects.filter(chat=chat).count() == 7  # nothing added to the log (the join's notice, 3 + 3)
+    # Nothing added to the log: the join's notice, two questions and their answers.
+    assert Message.objects.filter(chat=chat).count() == 5
     shot(page, "compare-presets")

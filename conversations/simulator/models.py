@@ -82,9 +82,19 @@ class SimulatedEvent(models.Model):
     reply_used_at = models.DateTimeField(null=True, blank=True)
     sent_by = models.CharField(max_length=150, blank=True, default="")
     webhook_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Set when the webhook acknowledged a message without storing it, and why (UNSTORED_REASONS):
+    # the simulator still shows that it was said, as the chat's members saw it, but not its text.
+    unstored_reason = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["id"]
+
+
+# Why a member's message was not stored (`ingest`): group memory "addressed" and a message not
+# addressed to the bot, or a sender who opted out.
+NOT_ADDRESSED, OPTED_OUT = "not addressed", "opted out"
+UNSTORED_REASONS = {NOT_ADDRESSED: _("not addressed to the bot (group memory)"),
+                    OPTED_OUT: _("the sender opted out")}
 
 
 class EmulatorCall(models.Model):

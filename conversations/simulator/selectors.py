@@ -11,13 +11,14 @@ from models_registry.backends import SamplingParams, Turn
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 from models_registry.services import allowed_backends, sampling_params
 
-from .. import answering, notices
+from .. import answering, labels, notices
 from .. import selectors as chat_selectors
 from ..line.text import MAX_MESSAGES_PER_CALL, split_text, utf16_units
 from ..models import Chat, Direction, Message, Status
-from .models import EmulatorCall, SimulatedChat, SimulatedEvent
+from .models import UNSTORED_REASONS, EmulatorCall, SimulatedChat, SimulatedEvent
 
 TIMELINE_MESSAGES = 60
+UNSTORED = "unstored"  # the status shown for a message the webhook did not store
 SENDING_ENDPOINTS = ("reply", "push")
 # The bot's own texts, sent without a model: the privacy notice and the answer to a non-text message.
 OWN_TEXT_TYPES = (notices.NOTICE_TYPE, notices.NON_TEXT_REPLY_TYPE)
@@ -33,7 +34,9 @@ def simulated_chats() -> list[SimulatedChat]:
 def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> dict:
     """The chat as its members would see it in LINE, oldest first, as JSON-ready dicts.
 
-    Members' messages come from the conversation log; the bot's as LINE received them:
+    Members' messages come from the conversation log, and those the webhook acknowledged
+    without storing them (group memory "addressed", an opted-out sender) from the simulator's
+    record of the event: who sent what kind of message, not its text. The bot's as LINE received them:
     one bubble per message of each reply or push the emulator accepted, quoting where a
     quote token was used, marked with what it was (an answer, the privacy notice sent on
     follow and join, the automatic answer to a non-text message). The texts are read from
@@ -59,6 +62,11 @@ def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> d
     items: list[tuple[datetime, int, dict]] = []
     for message in inbound:
         items.append((message.event_at, 0, _user_item(message, members, sim_events.get(message.line_message_id))))
+    # Messages the webhook acknowledged without storing them: the members saw them all the same.
+    unstored = SimulatedEvent.objects.filter(simulated_chat=simulated_chat, event_type="message").exclude(
+        unstored_reason="").filter(**({"sent_at__gte": since} if since else {})).order_by("-id")
+    for event in list(unstored[:TIMELINE_MESSAGES])[::-1]:
+        items.append((event.sent_at, 0, _unstored_item(event, members)))
     last_call_of: dict[int, int] = {}
     for call in calls:
         if call.endpoint in SENDING_ENDPOINTS and call.answer_id and call.status == 200:
@@ -99,6 +107,23 @@ def _user_item(message: Message, members: dict, event: SimulatedEvent | None) ->
         "speaker_id": message.line_user_id, "type": message.message_type,
         "text": _shown_text(message), "mentions_bot": bool(event and event.mentions_bot),
         "status": message.status, "status_label": message.get_status_display(), "skip_reason": message.skip_reason,
+        "skip_reason_label": str(labels.skip_reason_label(message.skip_reason)),
+    }
+
+
+def _unstored_item(event: SimulatedEvent, members: dict) -> dict:
+    """A member's message the bot did not store: who sent it and its kind, never its text
+    (kept nowhere; the page shows what it was sent while it stays open)."""
+    member = members.get(event.sender_id)
+    media = event.message_type != "text"
+    return {
+        "kind": "user", "id": None, "event": event.pk, "at": event.sent_at.isoformat(),
+        "speaker": member.display_name if member else event.sender_id[-6:], "speaker_id": event.sender_id,
+        "type": event.message_type,
+        "text": f"[{MEDIA_LABELS.get(event.message_type, event.message_type)}]" if media else "",
+        "mentions_bot": event.mentions_bot, "status": UNSTORED, "status_label": _("not stored"),
+        "skip_reason": event.unstored_reason,
+        "skip_reason_label": str(UNSTORED_REASONS.get(event.unstored_reason, event.unstored_reason)),
     }
 
 

@@ -19,11 +19,11 @@ from core import audit
 from core.models import AuditAction
 
 from .. import chats as chat_services
-from .. import views
+from .. import commands, views
 from ..line.text import MAX_TEXT_UNITS, utf16_units
 from ..models import LineChannel, SourceType
 from . import events
-from .models import SimulatedChat, SimulatedEvent, SimulatedMember, Trouble
+from .models import NOT_ADDRESSED, OPTED_OUT, SimulatedChat, SimulatedEvent, SimulatedMember, Trouble
 
 DEFAULT_MEMBERS = {SourceType.USER: ["You"], SourceType.GROUP: ["Alice", "Bob", "陳小明"],
                    SourceType.ROOM: ["Alice", "Bob"]}
@@ -36,6 +36,7 @@ class Delivery:
 
     status: int
     body: dict
+    event_id: int | None = None  # the SimulatedEvent recorded for it
 
 
 def create_simulated_chat(*, channel: LineChannel, source_type: str, title: str = "",
@@ -200,11 +201,16 @@ def _send(simulated: SimulatedChat, event: dict, *, actor) -> Delivery:
         quote_token=message.get("quoteToken", ""), mentions_bot=any(m.get("isSelf") for m in mentions),
         sent_at=timezone.now(), sent_by=_username(actor))
     delivery = deliver(channel=channel, events_=[event])
-    SimulatedEvent.objects.filter(pk=record.pk).update(webhook_status=delivery.status)
+    unstored = ""
+    if event["type"] == "message" and delivery.status == 200 and delivery.body.get("ignored"):
+        # Acknowledged, not stored: its sender opted out, or group memory "addressed" and not
+        # addressed to the bot (`ingest`). The page shows it was said; nothing keeps its text.
+        unstored = OPTED_OUT if commands.opted_out(channel=channel, line_user_id=record.sender_id) else NOT_ADDRESSED
+    SimulatedEvent.objects.filter(pk=record.pk).update(webhook_status=delivery.status, unstored_reason=unstored)
     audit.record(action=AuditAction.SIMULATE, actor=actor, target_type="simulated_chat", target_id=simulated.pk,
                  details={"event": event["type"], "message_type": record.message_type,
                           "mentions_bot": record.mentions_bot, "webhook_status": delivery.status})
-    return delivery
+    return Delivery(status=delivery.status, body=delivery.body, event_id=record.pk)
 
 
 def _member_name(name: str) -> str:

@@ -22,7 +22,7 @@ from core.models import AuditAction, AuditEvent
 from models_registry.models import SamplingPreset
 
 from .. import chats as chat_services
-from ..models import Chat, LineChannel, Message, ReplyMode, SourceType
+from ..models import Chat, GroupMemory, LineChannel, Message, ReplyMode, SourceType
 from . import compare, events, selectors, services
 from .models import PresetComparison, SimulatedChat, SimulatedMember, Trouble
 
@@ -61,8 +61,16 @@ class NewChatForm(forms.Form):
 class ChatSettingsForm(forms.Form):
     preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.order_by("name"), required=False,
                                     label=gettext_lazy("Preset"), empty_label=gettext_lazy("(channel or global default)"))
-    reply_mode = forms.ChoiceField(choices=ReplyMode.choices, label=gettext_lazy("Reply mode in groups"))
+    reply_mode = forms.ChoiceField(choices=ReplyMode.choices, required=False, label=gettext_lazy("Reply mode"))
+    # Not required: a form from before it was there keeps the chat's.
+    group_memory = forms.ChoiceField(choices=GroupMemory.choices, required=False, label=gettext_lazy("Group memory"))
     trouble = forms.ChoiceField(choices=Trouble.choices, required=False, label=gettext_lazy("LINE trouble"))
+
+    def __init__(self, *args, source_type: str = SourceType.GROUP, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if source_type == SourceType.USER:
+            # A 1:1 chat is always answered and keeps its messages: neither setting applies.
+            del self.fields["reply_mode"], self.fields["group_memory"]
 
 
 def simulator_page(request: HttpRequest, *, model_admin) -> HttpResponse:
@@ -90,8 +98,8 @@ def simulator_page(request: HttpRequest, *, model_admin) -> HttpResponse:
         "members": list(simulated.members.filter(left_at__isnull=True)) if simulated else [],
         "new_form": NewChatForm(initial=initial),
         "settings_form": ChatSettingsForm(initial={
-            "preset": chat.preset_id if chat else None, "reply_mode": chat.reply_mode if chat else ReplyMode.MENTION,
-            "trouble": simulated.trouble if simulated else ""}) if chat else None,
+            "preset": chat.preset_id, "reply_mode": chat.reply_mode, "group_memory": chat.group_memory,
+            "trouble": simulated.trouble}, source_type=chat.source_type) if chat else None,
         "like": like,
         "media_types": [(kind, selectors.MEDIA_LABELS[kind]) for kind in events.MESSAGE_TYPES if kind != "text"],
         "may_read_prompts": request.user.has_perms(PROMPT_PERMISSIONS),
@@ -115,6 +123,8 @@ def _page_config(request: HttpRequest, simulated: SimulatedChat) -> dict:
             "reply": _("reply"), "push": _("push"), "prompt": _("What the model was sent"),
             "line_error": _("LINE answered %(status)s to a %(endpoint)s: %(error)s"),
             "skipped": _("not answered: %(reason)s"), "mention": _("mentions the bot"),
+            "unstored": _("not stored: %(reason)s"),
+            "unstored_text": _("(its text is kept nowhere: shown only on the page it was sent from)"),
             "local": _("local"), "cloud": _("cloud"), "tokens": _("tokens"), "empty": _("No messages yet: say hello."),
             "system": _("system prompt"), "user": _("user"), "assistant": _("assistant"),
             "params": _("sampling"), "backend": _("backend"), "masked": _("masked for a cloud backend"),
@@ -165,7 +175,7 @@ def send(request: HttpRequest, simulated_id: int, *, model_admin) -> JsonRespons
             actor=request.user)
     except ValidationError as exc:
         return JsonResponse({"error": " ".join(exc.messages)}, status=400)
-    return JsonResponse({"webhook": {"status": delivery.status, **delivery.body}})
+    return JsonResponse({"webhook": {"status": delivery.status, **delivery.body}, "event": delivery.event_id})
 
 
 def timeline(request: HttpRequest, simulated_id: int, *, model_admin) -> JsonResponse:
@@ -200,17 +210,18 @@ def members(request: HttpRequest, simulated_id: int, *, model_admin) -> HttpResp
 
 
 def chat_settings(request: HttpRequest, simulated_id: int, *, model_admin) -> HttpResponse:
-    """The chat's preset and reply mode (audited as any chat change) and the emulator's trouble."""
+    """The chat's preset, reply mode and group memory (audited as any chat change) and the emulator's trouble."""
     _require(request, SIMULATE_PERMISSIONS)
     simulated = get_object_or_404(SimulatedChat.objects.select_related("channel"), pk=simulated_id)
-    form = ChatSettingsForm(request.POST or None)
     chat = simulated.chat()
+    form = ChatSettingsForm(request.POST or None, source_type=simulated.source_type)
     if request.method == "POST" and form.is_valid() and chat is not None:
         data = form.cleaned_data
+        values = {"preset": data["preset"], "reply_mode": data.get("reply_mode") or chat.reply_mode,
+                  "group_memory": data.get("group_memory") or chat.group_memory}
         try:
-            if (data["preset"], data["reply_mode"]) != (chat.preset, chat.reply_mode):
-                chat_services.update_chats(chats=[chat], actor=request.user, preset=data["preset"],
-                                           reply_mode=data["reply_mode"])
+            if any(getattr(chat, name) != value for name, value in values.items()):
+                chat_services.update_chats(chats=[chat], actor=request.user, **values)
             if data["trouble"] != simulated.trouble:
                 services.set_trouble(simulated_chat=simulated, trouble=data["trouble"], actor=request.user)
         except ValidationError as exc:

@@ -10,6 +10,9 @@
   const form = document.getElementById("sim-composer");
   const errorBox = document.getElementById("sim-error");
   const openPrompts = new Map(); // answer id -> rendered prompt (kept across redraws)
+  // Simulated event id -> the text typed on this page. The bot did not store some of these
+  // (group memory, opt-out) and nothing on the server keeps them: shown while the page is open.
+  const typed = new Map();
   let fastUntil = 0;
   let timer = null;
   let lastSignature = "";
@@ -25,21 +28,30 @@
   const fill = (template, values) => template.replace(/%\((\w+)\)s/g, (_, key) => values[key] ?? "");
 
   function userItem(item) {
-    const row = el("li", "sim-row sim-user");
-    row.dataset.message = item.id;
+    const unstored = item.status === "unstored";
+    const row = el("li", "sim-row sim-user" + (unstored ? " sim-unstored" : ""));
+    if (item.id) row.dataset.message = item.id;
+    if (item.event) row.dataset.event = item.event;
     row.append(el("div", "sim-name", item.speaker));
     const bubble = el("div", "sim-bubble sim-user-bubble" + (item.type !== "text" ? " sim-media-bubble" : ""));
     bubble.dataset.type = item.type;
-    if (item.mentions_bot && item.text.startsWith("@")) {
+    const text = item.text || (unstored && typed.get(String(item.event))) || "";
+    if (unstored && !text) {
+      bubble.classList.add("sim-text-not-kept");
+      bubble.textContent = L.unstored_text;
+    } else if (item.mentions_bot && text.startsWith("@")) {
       const handle = "@" + config.bot;
-      if (item.text.startsWith(handle)) {
-        bubble.append(el("span", "sim-mention-tag", handle), document.createTextNode(item.text.slice(handle.length)));
-      } else bubble.textContent = item.text;
-    } else bubble.textContent = item.text;
+      if (text.startsWith(handle)) {
+        bubble.append(el("span", "sim-mention-tag", handle), document.createTextNode(text.slice(handle.length)));
+      } else bubble.textContent = text;
+    } else bubble.textContent = text;
     row.append(bubble);
     const meta = el("div", "sim-meta", time(item.at));
-    if (item.status === "skipped") {
-      meta.append(" · ", el("span", "status status-skipped", fill(L.skipped, { reason: item.skip_reason })));
+    if (unstored) {
+      meta.append(" · ", el("span", "status status-unstored", fill(L.unstored, { reason: item.skip_reason_label })));
+    } else if (item.status === "skipped") {
+      meta.append(" · ", el("span", "status status-skipped",
+        fill(L.skipped, { reason: item.skip_reason_label || item.skip_reason })));
     } else if (item.status === "failed") {
       meta.append(" · ", el("span", "status status-failed", item.status_label));
     }
@@ -233,6 +245,11 @@
       const response = await fetch(config.send, { method: "POST", body, headers: { "X-CSRFToken": csrf() } });
       const answer = await response.json();
       if (!response.ok) { errorBox.textContent = answer.error || response.statusText; return false; }
+      if (answer.event && fields.text) {
+        // As the webhook got it: trimmed, after the bot's mention if there was one.
+        const handle = mention && mention.checked ? "@" + config.bot + " " : "";
+        typed.set(String(answer.event), handle + fields.text.trim());
+      }
       fastUntil = Date.now() + 30000;
       return true;
     } finally {
