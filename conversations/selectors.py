@@ -1,5 +1,6 @@
 """Read-side queries: which channel a webhook is for, which preset a chat uses, prompt history."""
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
@@ -12,10 +13,11 @@ from core.models import AuditAction, AuditEvent
 from models_registry.models import ModelBackend, SamplingPreset
 
 from . import queue
+from .line.events import CLOCK_SKEW as EVENT_CLOCK_SKEW
 from .pii import PiiKind
 from .models import (
-    SKIP_RATE_LIMITED, SKIPS_NOT_ADDRESSED, Chat, ChatMember, Direction, GroupMemory, LineChannel, Message,
-    PrivacyPolicy, SourceType, Status, pseudonym,
+    BOT_EVENT_TYPES, SKIP_RATE_LIMITED, SKIPS_NOT_ADDRESSED, Chat, ChatMember, Direction, GroupMemory, LineChannel,
+    Message, PrivacyPolicy, SourceType, Status, pseudonym,
 )
 
 # Settings read on every webhook, per process: a change reaches every process within this.
@@ -61,8 +63,8 @@ def preset_for_chat(*, chat: Chat) -> SamplingPreset | None:
 def prompt_history(*, message: Message, turns: int) -> list[Message]:
     """The message and up to `turns` earlier ones of its chat, oldest first.
 
-    Left out: redacted, erased, unsent and empty messages; commands and what the bot said
-    itself (command answers, apologies: outbound texts no backend wrote); messages held back
+    Left out: redacted, erased, unsent and empty messages (follow, join and leave rows are
+    empty, so never in a prompt); commands and what the bot said itself (command answers, apologies: outbound texts no backend wrote); messages held back
     by the per-user limit; whatever came before the chat's last /reset; and, in a group that
     keeps only what is addressed to the bot, earlier messages that were not.
     """
@@ -230,11 +232,13 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
     days_list = [first_day + timedelta(days=i) for i in range(days)]
     bounds = [datetime.combine(day, datetime.min.time(), tzinfo=tz) for day in days_list]
     bounds.append(bounds[-1] + timedelta(days=1))
+    events = _bot_events_per_day(messages, since=bounds[0], until=bounds[-1], tz=tz)
     per_day = []
     for index, day in enumerate(days_list):
         counts = dict(messages.filter(event_at__gte=bounds[index], event_at__lt=bounds[index + 1])
                       .values_list("direction").annotate(n=Count("id")).order_by())
-        per_day.append({"day": day, "in": counts.get(Direction.IN, 0), "out": counts.get(Direction.OUT, 0)})
+        per_day.append({"day": day, "in": counts.get(Direction.IN, 0) - events[day],
+                        "out": counts.get(Direction.OUT, 0)})
     return {
         "generated_at": now,
         "messages_per_day": per_day,
@@ -244,6 +248,22 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
         "queue_depth": queue_depth(),
         "workers_alive": workers_alive(now=now),
     }
+
+
+def _bot_events_per_day(messages: QuerySet, *, since: datetime, until: datetime, tz) -> Counter:
+    """Follow, join and leave rows per local day, which the per-day counts take out: they are
+    not messages.
+
+    Read along the (status, status_changed_at) index: events are all `skipped`, and stored no
+    earlier than LINE's clock says they happened, less the skew `line.events` lets pass. The
+    window on event_at is applied here, not in SQL, where it would lead SQLite to scan the
+    time index instead; filtering the per-day counts on message_type would make each of them
+    read its rows (twice the time on a million messages).
+    """
+    moments = (messages.filter(status=Status.SKIPPED, status_changed_at__gte=since - EVENT_CLOCK_SKEW,
+                               message_type__in=BOT_EVENT_TYPES)
+               .order_by().values_list("event_at", flat=True))
+    return Counter(moment.astimezone(tz).date() for moment in moments if since <= moment < until)
 
 
 def latency_by_backend(*, since: datetime, sample: int = 20_000, messages: QuerySet | None = None) -> list[dict]:
