@@ -43,7 +43,7 @@ test: bootstrap
 
 # Refreshes docs/screenshots/ from the browser tests.
 screenshots: install
-	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py tests/test_browser_setup.py tests/test_browser_console.py tests/test_simulator_browser.py -q
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py tests/test_browser_setup.py tests/test_browser_console.py tests/test_browser_conversation.py tests/test_simulator_browser.py -q
 
 bench: install .env.local
 	$(BIN)/python bench/webhook.py

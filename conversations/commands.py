@@ -205,8 +205,8 @@ def language_for(*, message: Message) -> str:
 TEXTS: dict[str, dict[str, str]] = {
     BotLanguage.EN: {
         "reset": "Fresh start: I no longer use the earlier messages of this chat for my answers.",
-        "optout": "Done: from now on I neither store nor answer your messages here. Send /optin to undo this.",
-        "optin": "Welcome back: I store and answer your messages here again.",
+        "optout": "Done: from now on I neither store nor answer your messages in this LINE account's chats. Send /optin to undo this.",
+        "optin": "Welcome back: I store and answer your messages in this LINE account's chats again.",
         "forgetme": "This erases everything stored about you: your messages here and in other chats with "
                     "me, and my answers to them. It cannot be undone. Are you sure? (The buttons work for "
                     "%(minutes)d minutes.)",
@@ -225,8 +225,8 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     BotLanguage.ZH_HANT: {
         "reset": "重新開始：之後的回答不再參考這個聊天室先前的訊息。",
-        "optout": "好的：從現在起，我不再保存也不再回覆你在這裡的訊息。傳送 /optin 可以恢復。",
-        "optin": "歡迎回來：我會再次保存並回覆你在這裡的訊息。",
+        "optout": "好的：從現在起，在這個 LINE 帳號的所有聊天中，我不再保存也不再回覆你的訊息。傳送 /optin 可以恢復。",
+        "optin": "歡迎回來：在這個 LINE 帳號的所有聊天中，我會再次保存並回覆你的訊息。",
         "forgetme": "這會刪除所有與你有關的資料：你在這裡和其他與我的聊天中的訊息，以及我對它們的回答。"
                     "刪除後無法復原。確定要刪除嗎？（按鈕在 %(minutes)d 分鐘內有效。）",
         "yes_label": "是，刪除",

@@ -39,7 +39,7 @@ NON_TEXT_REPLY_TYPE = "non_text_reply"
 # What a 1:1 chat's non-text message may get the non-text answer for (stickers stay silent).
 NON_TEXT_TYPES = frozenset({"image", "video", "audio", "file", "location"})
 
-# Group memory as conversations.models.Chat.group_memory will hold it (branch `groups`).
+# Chat.group_memory's values.
 MEMORY_ADDRESSED = "addressed"
 MEMORY_EVERYTHING = "everything"
 
@@ -59,7 +59,8 @@ def render_notice(*, chat: Chat, template: str) -> str:
     """`template` (empty: the built-in notice) filled in for `chat`, in the active language."""
     if not template.strip():
         template = _("Hello! I'm an AI assistant.\n{operator}\n{memory} {retention}\n{models}\n{commands}")
-    return fill(template, notice_values(chat=chat)).strip()
+    # A template typed in a browser arrives with CRLF line ends; LINE shows each CR.
+    return fill(template.replace("\r\n", "\n"), notice_values(chat=chat)).strip()
 
 
 def notice_values(*, chat: Chat) -> dict[str, str]:
@@ -69,7 +70,7 @@ def notice_values(*, chat: Chat) -> dict[str, str]:
         "retention": _retention_sentence(chat),
         "memory": _memory_sentence(chat),
         "models": _models_sentence(chat),
-        "commands": _commands_sentence(),
+        "commands": _commands_sentence(chat.channel),
     }
     assert values.keys() == NOTICE_PLACEHOLDERS
     return values
@@ -79,14 +80,20 @@ def help_text(*, chat: Chat, language: str | None = None) -> str:
     """What the bot does in this chat and its commands, for /help."""
     language = language or chat_language(chat=chat)
     with translation.override(language):
-        lines = [_how_to_ask(chat), "",
-                 _("/help – this list"),
-                 _("/privacy – who runs this bot, what is kept and for how long"),
-                 _("/reset – start afresh: earlier messages are no longer used for my answers"),
-                 _("/optout – stop me keeping your messages"),
-                 _("/optin – let me keep your messages again"),
-                 _("/forgetme – delete everything you have written here")]
-        return "\n".join(lines)
+        channel = chat.channel
+        lines = [_how_to_ask(chat), ""]
+        # Only the commands this channel answers: a switched-off one goes to the model as text.
+        for enabled, line in (
+            (channel.command_help, _("/help – this list")),
+            (channel.command_privacy, _("/privacy – who runs this bot, what is kept and for how long")),
+            (channel.command_reset, _("/reset – start afresh: earlier messages are no longer used for my answers")),
+            (channel.command_optout, _("/optout – stop me keeping your messages")),
+            (channel.command_optout, _("/optin – let me keep your messages again")),
+            (channel.command_forgetme, _("/forgetme – erase everything this bot keeps about you")),
+        ):
+            if enabled:
+                lines.append(line)
+        return "\n".join(lines).strip()
 
 
 def non_text_reply(*, chat: Chat, language: str | None = None) -> str:
@@ -178,10 +185,7 @@ def _retention_sentence(chat: Chat) -> str:
 def _memory_sentence(chat: Chat) -> str:
     if chat.source_type == SourceType.USER:
         return _("I keep what you write to me and my answers, to follow the conversation.")
-    # INTEGRATOR: Chat.group_memory comes with branch `groups`; until then every group
-    # message is stored, so "everything" is the truth here. Drop the getattr default then.
-    memory = getattr(chat, "group_memory", MEMORY_EVERYTHING)
-    if memory == MEMORY_ADDRESSED:
+    if chat.group_memory == MEMORY_ADDRESSED:
         return _("In this chat I keep only the messages addressed to me, and my answers; nothing else "
                  "said here is stored.")
     return _("In this chat I keep every message, also those not addressed to me, as context for my answers.")
@@ -200,9 +204,15 @@ def _models_sentence(chat: Chat) -> str:
     return sentence
 
 
-def _commands_sentence() -> str:
-    return _("Send /optout and I stop keeping your messages (/optin undoes it); /forgetme deletes what you "
-             "have written here; /privacy shows this notice again; /help lists every command.")
+def _commands_sentence(channel: LineChannel) -> str:
+    """How to opt out or be forgotten, naming only the commands this channel answers."""
+    parts = [part for enabled, part in (
+        (channel.command_optout, _("Send /optout and I stop keeping your messages (/optin undoes it)")),
+        (channel.command_forgetme, _("/forgetme erases everything this bot keeps about you")),
+        (channel.command_privacy, _("/privacy shows this notice again")),
+        (channel.command_help, _("/help lists the commands")),
+    ) if enabled]
+    return _("; ").join(parts) + _(".") if parts else ""
 
 
 def _how_to_ask(chat: Chat) -> str:

@@ -137,7 +137,7 @@ def test_help_text_names_the_commands_and_how_to_ask(make_chat, channel):
     assert "“/bot”" in text
     for command in ("/help", "/privacy", "/reset", "/optout", "/optin", "/forgetme"):
         assert command in text
-    assert "刪除" in notices.help_text(chat=group, language="zh-hant")
+    assert "抹除" in notices.help_text(chat=group, language="zh-hant")
 
 
 def test_the_off_switch_sends_nothing_and_records_nothing(webhook, line_api, channel):
@@ -361,3 +361,19 @@ def test_an_over_long_template_is_refused_by_the_preview_and_the_api(admin_clien
     assert "at most 2000 characters" in preview.content.decode()
     response = api.patch(f"/api/v1/channels/{english.pk}/", {"notice_template": too_long}, format="json")
     assert response.status_code == 400 and "notice_template" in response.json()
+
+
+def test_help_and_notice_name_only_the_commands_the_channel_answers(make_chat, channel):
+    group = make_chat("C" + "7a" * 16)
+    LineChannel.objects.filter(pk=channel.pk).update(command_forgetme=False, command_help=False)
+    group.refresh_from_db()
+    help_lines = notices.help_text(chat=group, language="en")
+    notice = notices.privacy_notice(chat=group, language="en")
+    assert "/forgetme" not in help_lines and "/help" not in help_lines and "/optout" in help_lines
+    assert "/forgetme" not in notice and "/optout" in notice
+
+
+def test_a_template_typed_in_a_browser_reaches_line_without_carriage_returns(make_chat, channel):
+    LineChannel.objects.filter(pk=channel.pk).update(notice_template="Hi!\r\n{operator}\r\nBye")
+    group = make_chat("C" + "7b" * 16)
+    assert "\r" not in notices.privacy_notice(chat=group, language="en")
