@@ -127,3 +127,12 @@ def test_the_api_gives_the_figures_on_a_chat_not_in_the_list(api, group):
     assert patched.status_code == 200 and "figures" not in patched.json()
     schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
     assert "figures" in schema["components"]["schemas"]["ChatDetail"]["properties"]
+
+
+def test_the_figures_and_the_thread_in_traditional_chinese(admin_client, group):
+    zh = {"HTTP_ACCEPT_LANGUAGE": "zh-hant"}
+    page = admin_client.get(f"/admin/conversations/chat/{group.pk}/change/", **zh).content.decode()
+    assert "<h2>統計</h2>" in page and "<dt>訊息 收到／送出</dt><dd>7 / 5</dd>" in page
+    assert "<dt>已略過</dt><dd>3 (未標註機器人: 2, 不是文字: 1)</dd>" in page
+    thread = admin_client.get(f"/admin/conversations/chat/{group.pk}/thread/", **zh).content.decode()
+    assert thread.count("機器人已加入群組") == 1
