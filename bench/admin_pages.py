@@ -6,7 +6,8 @@ beside a trivial admin page measured the same way in the same run.
 
     .venv/bin/python bench/admin_pages.py [--messages 1000000] [--database sqlite|postgres] [--runs 15]
 
-Target: under 300 ms for the dashboard, the message list and a chat thread.
+Target: under 300 ms for the dashboard, the message list and a chat thread. The chat pages,
+which count their whole chat, are measured beside them.
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def main() -> None:
              "/admin/conversations/message/?status__exact=failed&event_at__gte=2000-01-01", None),
             ("chat list", "/admin/conversations/chat/", None),
             ("chat thread, busiest chat", f"/admin/conversations/chat/{busiest}/thread/", None),
+            # The chat page counts the whole chat (selectors.chat_figures); a group's also per member.
+            ("chat page, busiest chat (1:1)", f"/admin/conversations/chat/{busiest}/change/", None),
+            ("chat page, busiest group", f"/admin/conversations/chat/{ids['chats'][1]}/change/", None),
         ]
         print(f"\n{args.messages:,} messages on {args.database}; {args.runs} renders each (server time)\n")
         print(f"{'page':45} {'median ms':>10} {'p95 ms':>8}  target")

@@ -284,11 +284,17 @@ class ChatAdmin(AuditedModelAdmin):
         formset.form = SharedChoicesForm
         return formset
 
+    # The per-member table's rows: the busiest members of a group or room.
+    SENDERS_SHOWN = 50
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         chat = self.get_object(request, object_id)
         extra_context = {**(extra_context or {}), "thread_url": reverse(
             "admin:conversations_chat_thread", args=[object_id]),
             **(simulator_links(user=request.user, chat=chat) if chat else {})}
+        if chat is not None and request.method == "GET":
+            # Names and counts of who said what: viewing them is viewing the chat (audited below).
+            extra_context["figures"] = selectors.chat_figures(chat=chat, top_senders=self.SENDERS_SHOWN)
         response = super().change_view(request, object_id, form_url, extra_context)
         # Audited once the admin has let the user see the page, not before.
         if request.method == "GET" and response.status_code == 200:

@@ -113,6 +113,34 @@ class ChatSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class ChatFiguresSerializer(serializers.Serializer):
+    """Counts over all the chat has kept; follow, join and leave rows are not messages."""
+
+    messages_in = serializers.IntegerField(help_text="Messages received (not the bot being added, joining or "
+                                                     "leaving).")
+    messages_out = serializers.IntegerField(help_text="The bot's messages: answers, command answers, notices.")
+    answered = serializers.IntegerField(help_text="Messages received that the bot answered.")
+    skipped = serializers.IntegerField(help_text="Messages received that the bot left unanswered.")
+    skipped_by_reason = serializers.DictField(
+        child=serializers.IntegerField(), help_text="The skipped ones by why (skip_reason), commonest first.")
+    failed = serializers.IntegerField(help_text="Messages received whose answer failed.")
+    prompt_tokens = serializers.IntegerField(help_text="Prompt tokens of the bot's answers.")
+    completion_tokens = serializers.IntegerField(help_text="Completion tokens of the bot's answers.")
+
+
+class ChatDetailSerializer(ChatSerializer):
+    """A chat with its figures: only for one chat, to keep lists cheap."""
+
+    figures = serializers.SerializerMethodField()
+
+    class Meta(ChatSerializer.Meta):
+        fields = [*ChatSerializer.Meta.fields, "figures"]
+
+    @extend_schema_field(ChatFiguresSerializer)
+    def get_figures(self, chat: Chat) -> dict:
+        return ChatFiguresSerializer(selectors.chat_figures(chat=chat)).data
+
+
 class ChatFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(method="filter_search", help_text="Words in the name, or the LINE id.")
 
@@ -139,6 +167,9 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     serializer_class = ChatSerializer
     filterset_class = ChatFilter
     http_method_names = ["get", "patch", "head", "options"]
+
+    def get_serializer_class(self):
+        return ChatDetailSerializer if self.action == "retrieve" else ChatSerializer
 
     def perform_update(self, serializer):
         chats.update_chats(chats=[serializer.instance], actor=self.request.user, **serializer.validated_data)

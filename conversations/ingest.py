@@ -16,8 +16,8 @@ from core.sqlite_writes import one_writer_at_a_time
 from . import addressing, channel_health, commands, notices, selectors
 from .line import events as line_events
 from .models import (
-    SKIP_RATE_LIMITED, Chat, ChatMember, Command, Direction, GroupMemory, LineChannel, Message, ReplyMode,
-    SourceType, Status,
+    BOT_EVENT_TYPES, SKIP_EVENT, SKIP_RATE_LIMITED, Chat, ChatMember, Command, Direction, GroupMemory, LineChannel,
+    Message, ReplyMode, SourceType, Status,
 )
 from .pii import mask_pii
 from .queue import MEMBER_TASK, PROFILE_TASK, REPLY_TASK, enqueue_after_commit
@@ -78,6 +78,8 @@ def _ingest_event(*, channel: LineChannel, event: object, careful: bool, result:
         return _on_message(channel, event, careful=careful, result=result)
     if kind == "postback":
         return _on_postback(channel, event, careful=careful, result=result)
+    if kind in BOT_EVENT_TYPES:
+        return _on_bot_event(channel, event, kind=kind, careful=careful)
     handler = _EVENT_HANDLERS.get(kind)
     if handler is None:
         result.not_acted_on[kind] += 1
@@ -261,23 +263,39 @@ def _member_for(chat: Chat, *, line_user_id: str, careful: bool) -> None:
     enqueue_after_commit(MEMBER_TASK, member.pk)
 
 
-def _on_follow_or_join(channel: LineChannel, event: dict) -> str:
-    """The chat is (again) active; the privacy notice is queued, keyed on the event."""
-    source_type, line_id = line_events.chat_key(event)
-    event_id, reply_token, sent_at = (line_events.webhook_event_id(event), line_events.reply_token(event),
-                                      line_events.event_time(event))
-    chat = _chat_for(channel, source_type=source_type, line_id=line_id)
-    if not chat.is_active:
-        Chat.objects.filter(pk=chat.pk).update(is_active=True)
-    if channel.notice_enabled and reply_token and event.get("mode") != "standby":
-        queued = notices.queue_notice(chat=chat, webhook_event_id=event_id, reply_token=reply_token, event_at=sent_at)
-        return "stored" if queued else "duplicates"
-    return "stored"
+def _on_bot_event(channel: LineChannel, event: dict, *, kind: str, careful: bool) -> str:
+    """Follow, join, unfollow, leave: the chat is (again) active or not, and the event is kept
+    as a row of the chat so the thread shows it; follow and join also queue the privacy notice,
+    as that row's answer.
 
-
-def _on_unfollow_or_leave(channel: LineChannel, event: dict) -> str:
+    The row has neither sender nor text: it is about the chat, not a person. Keyed on the
+    webhookEventId like a message, so a redelivery stores, changes and queues nothing.
+    """
     source_type, line_id = line_events.chat_key(event)
-    Chat.objects.filter(channel=channel, line_id=line_id).update(is_active=False)
+    event_id, sent_at = line_events.webhook_event_id(event), line_events.event_time(event)
+    reply_token = line_events.reply_token(event)
+    joining = kind in ("follow", "join")
+    if joining:
+        chat = _chat_for(channel, source_type=source_type, line_id=line_id, careful=careful)
+    else:
+        # No chat is made for a goodbye: it would be empty, and LINE gives a left chat no name.
+        chat = Chat.objects.filter(channel=channel, line_id=line_id).first()
+        if chat is None:
+            return "ignored"
+    try:
+        with _inserting(careful):
+            stored = Message.objects.create(
+                chat=chat, direction=Direction.IN, message_type=kind, webhook_event_id=event_id, event_at=sent_at,
+                status=Status.SKIPPED, skip_reason=SKIP_EVENT, status_changed_at=timezone.now(),
+            )
+    except IntegrityError:
+        if not careful:
+            raise
+        return "duplicates"
+    # Not from the (cached) chat's flag, which may be seconds old.
+    Chat.objects.filter(pk=chat.pk).exclude(is_active=joining).update(is_active=joining)
+    if joining and channel.notice_enabled and reply_token and event.get("mode") != "standby":
+        notices.queue_notice(event=stored, reply_token=reply_token)
     return "stored"
 
 
@@ -318,10 +336,6 @@ def _as_stored(channel: LineChannel, text: str, spans: list) -> tuple[str, list]
 
 
 _EVENT_HANDLERS: dict[str, Callable[[LineChannel, dict], str]] = {
-    "follow": _on_follow_or_join,
-    "join": _on_follow_or_join,
-    "unfollow": _on_unfollow_or_leave,
-    "leave": _on_unfollow_or_leave,
     "unsend": _on_unsend,
     "messageEdited": _on_message_edited,
 }

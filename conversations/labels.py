@@ -14,6 +14,9 @@ SKIP_REASONS = {
     "no keyword": _("no keyword"),
     "reply mode off": _("reply mode off"),
     "unsent": _("unsent"),
+    "rate limited": _("over the per-user limit"),
+    "reply token expired": _("reply token expired"),
+    "event": _("an event, not a message"),
 }
 MESSAGE_TYPES = {
     "text": pgettext_lazy("message type", "text"),
@@ -23,6 +26,19 @@ MESSAGE_TYPES = {
     "file": _("file"),
     "location": _("location"),
     "sticker": _("sticker"),
+    "follow": _("added as a friend"),
+    "unfollow": _("blocked or unfollowed"),
+    "join": _("the bot joined"),
+    "leave": _("the bot left"),
+}
+# The thread's line for each of the bot's events (models.BOT_EVENT_TYPES), by chat type.
+BOT_EVENTS = {
+    ("follow", "user"): _("Added as a friend"),
+    ("unfollow", "user"): _("Blocked / unfollowed"),
+    ("join", "group"): _("The bot joined the group"),
+    ("leave", "group"): _("The bot left the group"),
+    ("join", "room"): _("The bot joined the room"),
+    ("leave", "room"): _("The bot left the room"),
 }
 
 
@@ -32,6 +48,10 @@ def skip_reason_label(reason: str) -> str:
 
 def message_type_label(message_type: str) -> str:
     return MESSAGE_TYPES.get(message_type, message_type)
+
+
+def bot_event_label(message_type: str, source_type: str) -> str:
+    return BOT_EVENTS.get((message_type, source_type)) or message_type_label(message_type)
 
 
 def shown_text(message: Message) -> str:

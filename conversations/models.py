@@ -247,6 +247,12 @@ class Command(models.TextChoices):
 # Skip reasons (Message.skip_reason) that decide what goes into a prompt.
 SKIP_RATE_LIMITED = "rate limited"
 SKIPS_NOT_ADDRESSED = ("not mentioned", "no keyword", "reply mode off")
+# Follow, unfollow, join and leave are kept as inbound rows of their chat (message_type the
+# event's type, skip_reason SKIP_EVENT), so the thread shows when the bot came and went. They
+# are about the chat, not a person: no sender, no text, never answered, never a "message" in
+# counts. Member joins and leaves are never kept: those are about bystanders.
+BOT_EVENT_TYPES = ("follow", "unfollow", "join", "leave")
+SKIP_EVENT = "event"
 
 
 class Message(models.Model):

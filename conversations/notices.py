@@ -231,18 +231,20 @@ def _how_to_ask(chat: Chat) -> str:
 # --- Sending the notice (the worker) -------------------------------------------------
 
 
-def queue_notice(*, chat: Chat, webhook_event_id: str, reply_token: str, event_at) -> bool:
-    """Records the privacy notice a follow or join event calls for and queues its sending;
-    False when that event was taken in before (LINE redelivered it).
+def queue_notice(*, event: Message, reply_token: str) -> bool:
+    """Records the privacy notice a follow or join event calls for, as the answer to the
+    event's stored row, and queues its sending; False when that row has its notice already.
 
-    Called in the webhook's transaction; the text is written by the worker, at sending.
+    Called in the webhook's transaction; the text is written by the worker, at sending. The
+    row's webhookEventId keeps a redelivered event from coming this far; the notice's link
+    to it (one answer per message) would keep a second notice out all the same.
     """
     try:
         # Follow and join are rare: a savepoint every time costs nothing worth saving.
         with transaction.atomic():
             notice = Message.objects.create(
-                chat=chat, direction=Direction.OUT, message_type=NOTICE_TYPE, webhook_event_id=webhook_event_id,
-                reply_token=reply_token, event_at=event_at, status=Status.PENDING,
+                chat_id=event.chat_id, direction=Direction.OUT, message_type=NOTICE_TYPE, reply_to=event,
+                reply_token=reply_token, event_at=event.event_at, status=Status.PENDING,
                 status_changed_at=timezone.now(),
             )
     except IntegrityError:

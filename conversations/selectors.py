@@ -1,8 +1,11 @@
 """Read-side queries: which channel a webhook is for, which preset a chat uses, prompt history."""
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When,
+)
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.status import Stat
@@ -12,10 +15,11 @@ from core.models import AuditAction, AuditEvent
 from models_registry.models import ModelBackend, SamplingPreset
 
 from . import queue
+from .line.events import CLOCK_SKEW as EVENT_CLOCK_SKEW
 from .pii import PiiKind
 from .models import (
-    SKIP_RATE_LIMITED, SKIPS_NOT_ADDRESSED, Chat, ChatMember, Direction, GroupMemory, LineChannel, Message,
-    PrivacyPolicy, SourceType, Status, pseudonym,
+    BOT_EVENT_TYPES, SKIP_RATE_LIMITED, SKIPS_NOT_ADDRESSED, Chat, ChatMember, Direction, GroupMemory, LineChannel,
+    Message, PrivacyPolicy, SourceType, Status, pseudonym,
 )
 
 # Settings read on every webhook, per process: a change reaches every process within this.
@@ -61,8 +65,8 @@ def preset_for_chat(*, chat: Chat) -> SamplingPreset | None:
 def prompt_history(*, message: Message, turns: int) -> list[Message]:
     """The message and up to `turns` earlier ones of its chat, oldest first.
 
-    Left out: redacted, erased, unsent and empty messages; commands and what the bot said
-    itself (command answers, apologies: outbound texts no backend wrote); messages held back
+    Left out: redacted, erased, unsent and empty messages (follow, join and leave rows are
+    empty, so never in a prompt); commands and what the bot said itself (command answers, apologies: outbound texts no backend wrote); messages held back
     by the per-user limit; whatever came before the chat's last /reset; and, in a group that
     keeps only what is addressed to the bot, earlier messages that were not.
     """
@@ -101,6 +105,10 @@ def member_names(*, chat: Chat, messages: list[Message]) -> Names:
     user_ids = {message.line_user_id for message in messages if message.line_user_id}
     member_ids = {span[3] for message in messages for span in message.mentions
                   if isinstance(span, list) and len(span) == 4 and isinstance(span[3], int)}
+    return _names(chat, user_ids=user_ids, member_ids=member_ids)
+
+
+def _names(chat: Chat, *, user_ids: set[str], member_ids: set[int]) -> Names:
     rows = ChatMember.objects.filter(chat=chat).filter(Q(line_user_id__in=user_ids) | Q(pk__in=member_ids))
     speakers, members = {}, {}
     for pk, line_user_id, name in rows.values_list("pk", "line_user_id", "display_name"):
@@ -142,6 +150,11 @@ class ThreadEntry:
     # Who said it: the 1:1 chat's name, or in a group or room the name the prompt gives them.
     sender_name: str = ""
 
+    @property
+    def is_event(self) -> bool:
+        """Follow, unfollow, join or leave: a line in the thread, not a bubble."""
+        return self.message.direction == Direction.IN and self.message.message_type in BOT_EVENT_TYPES
+
 
 @dataclass
 class ThreadPage:
@@ -154,8 +167,8 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
 
     Pages count the chat's messages other than linked answers; each answer comes with its
     question (one more query, by `reply_to`), so it is never split from it by a page break
-    nor by what others said in a group meanwhile. Each entry names its sender as the prompt
-    names its speaker.
+    nor by what others said in a group meanwhile (the privacy notice likewise stays with the
+    follow or join it answers). Each entry names its sender as the prompt names its speaker.
     """
     rows = (Message.objects.filter(chat=chat).filter(Q(direction=Direction.IN) | Q(reply_to__isnull=True))
             .select_related("preset", "backend").order_by("-id"))
@@ -179,8 +192,94 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
         def sender(message: Message) -> str:
             return names.speaker(message.line_user_id) if message.line_user_id else ""
     entries = [ThreadEntry(message, answers.get(message.pk, []),
-                           sender(message) if message.direction == Direction.IN else "") for message in shown]
+                           sender(message) if message.direction == Direction.IN and message.line_user_id else "")
+               for message in shown]
     return ThreadPage(entries=entries, older_before_id=older)
+
+
+@dataclass
+class SenderFigures:
+    """One member of a group or room: their messages, what became of them, and the tokens of
+    the bot's answers to them."""
+
+    name: str
+    messages: int
+    answered: int
+    skipped: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class ChatFigures:
+    """A chat's figures, over all it has kept. Follow, join and leave rows are not messages;
+    tokens are those of the bot's answers (commands and notices use none)."""
+
+    messages_in: int = 0
+    messages_out: int = 0  # the bot's: answers, command answers, notices
+    answered: int = 0
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # commonest first
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # Groups and rooms, with `top_senders`: the members with the most messages, busiest first.
+    senders: list[SenderFigures] = field(default_factory=list)
+    more_senders: int = 0  # members left out of `senders`
+
+
+def chat_figures(*, chat: Chat, top_senders: int = 0) -> ChatFigures:
+    """Counts and tokens of one chat, from aggregate queries along the (chat, id) index.
+
+    One GROUP BY over the chat's rows gives the chat's figures; in a group or room with
+    `top_senders`, one more gives each member's (by sender), and a third the tokens of the
+    answers to the `top_senders` busiest (joined to their questions), then their names as
+    the thread shows them. Messages whose sender was erased count for the chat only.
+    """
+    figures = ChatFigures()
+    reasons: Counter[str] = Counter()
+    rows = (Message.objects.filter(chat=chat).order_by().values_list("direction", "status", "skip_reason")
+            .annotate(n=Count("id"), events=Count("id", filter=Q(message_type__in=BOT_EVENT_TYPES)),
+                      prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")))
+    for direction, status, reason, count, events, prompt, completion in rows:
+        if direction == Direction.OUT:
+            figures.messages_out += count
+            figures.prompt_tokens += prompt or 0
+            figures.completion_tokens += completion or 0
+            continue
+        count -= events
+        figures.messages_in += count
+        if status == Status.REPLIED:
+            figures.answered += count
+        elif status == Status.FAILED:
+            figures.failed += count
+        elif status == Status.SKIPPED and count:
+            figures.skipped += count
+            reasons[reason] += count
+    figures.skipped_by_reason = dict(reasons.most_common())
+    if top_senders and chat.source_type != SourceType.USER:
+        figures.senders, figures.more_senders = _sender_figures(chat, top=top_senders)
+    return figures
+
+
+def _sender_figures(chat: Chat, *, top: int) -> tuple[list[SenderFigures], int]:
+    # Every sender's counts (a group has a few hundred at most), busiest first; the tokens and
+    # names only for those shown.
+    counts = list(
+        Message.objects.filter(chat=chat, direction=Direction.IN).exclude(line_user_id="")
+        .exclude(message_type__in=BOT_EVENT_TYPES).order_by().values_list("line_user_id")
+        .annotate(n=Count("id"), answered=Count("id", filter=Q(status=Status.REPLIED)),
+                  skipped=Count("id", filter=Q(status=Status.SKIPPED)))
+        .order_by("-n", "line_user_id")
+    )
+    shown = counts[:top]
+    user_ids = [row[0] for row in shown]
+    tokens = {user_id: (prompt or 0, completion or 0) for user_id, prompt, completion in (
+        Message.objects.filter(chat=chat, direction=Direction.OUT, reply_to__line_user_id__in=user_ids).order_by()
+        .values_list("reply_to__line_user_id").annotate(Sum("prompt_tokens"), Sum("completion_tokens")))}
+    names = _names(chat, user_ids=set(user_ids), member_ids=set())
+    return [SenderFigures(names.speaker(user_id), n, answered, skipped, *tokens.get(user_id, (0, 0)))
+            for user_id, n, answered, skipped in shown], len(counts) - len(shown)
 
 
 def with_sender_names(messages: QuerySet) -> QuerySet:
@@ -230,11 +329,13 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
     days_list = [first_day + timedelta(days=i) for i in range(days)]
     bounds = [datetime.combine(day, datetime.min.time(), tzinfo=tz) for day in days_list]
     bounds.append(bounds[-1] + timedelta(days=1))
+    events = _bot_events_per_day(messages, since=bounds[0], until=bounds[-1], tz=tz)
     per_day = []
     for index, day in enumerate(days_list):
         counts = dict(messages.filter(event_at__gte=bounds[index], event_at__lt=bounds[index + 1])
                       .values_list("direction").annotate(n=Count("id")).order_by())
-        per_day.append({"day": day, "in": counts.get(Direction.IN, 0), "out": counts.get(Direction.OUT, 0)})
+        per_day.append({"day": day, "in": counts.get(Direction.IN, 0) - events[day],
+                        "out": counts.get(Direction.OUT, 0)})
     return {
         "generated_at": now,
         "messages_per_day": per_day,
@@ -244,6 +345,22 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
         "queue_depth": queue_depth(),
         "workers_alive": workers_alive(now=now),
     }
+
+
+def _bot_events_per_day(messages: QuerySet, *, since: datetime, until: datetime, tz) -> Counter:
+    """Follow, join and leave rows per local day, which the per-day counts take out: they are
+    not messages.
+
+    Read along the (status, status_changed_at) index: events are all `skipped`, and stored no
+    earlier than LINE's clock says they happened, less the skew `line.events` lets pass. The
+    window on event_at is applied here, not in SQL, where it would lead SQLite to scan the
+    time index instead; filtering the per-day counts on message_type would make each of them
+    read its rows (twice the time on a million messages).
+    """
+    moments = (messages.filter(status=Status.SKIPPED, status_changed_at__gte=since - EVENT_CLOCK_SKEW,
+                               message_type__in=BOT_EVENT_TYPES)
+               .order_by().values_list("event_at", flat=True))
+    return Counter(moment.astimezone(tz).date() for moment in moments if since <= moment < until)
 
 
 def latency_by_backend(*, since: datetime, sample: int = 20_000, messages: QuerySet | None = None) -> list[dict]:

@@ -145,7 +145,8 @@ def test_the_off_switch_sends_nothing_and_records_nothing(webhook, line_api, cha
     selectors.forget_cached_channels()
     webhook.post(ev.follow_event(), ev.join_event())
     assert line_api.requests_for("reply") == [] and line_api.count("push") == 0
-    assert not Message.objects.exists()
+    # Only the events, which the thread shows.
+    assert sorted(Message.objects.values_list("direction", "message_type")) == [("in", "follow"), ("in", "join")]
     assert Chat.objects.count() == 2
     # /privacy still has something to say.
     assert "/forgetme" in notices.privacy_notice(chat=Chat.objects.get(source_type="user"))
@@ -157,7 +158,11 @@ def test_a_redelivered_follow_sends_one_notice(webhook, line_api):
     again = {**follow, "deliveryContext": {"isRedelivery": True}}
     assert webhook.post(again).json() == {"stored": 0, "duplicates": 1, "ignored": 0}
     assert line_api.count("reply") == 1
-    assert Message.objects.count() == 1
+    # The follow's row, and the notice answering it.
+    event = Message.objects.get(direction="in")
+    assert (event.message_type, event.webhook_event_id) == ("follow", follow["webhookEventId"])
+    assert notice().reply_to == event and notice().webhook_event_id is None
+    assert Message.objects.count() == 2
 
 
 def test_the_task_run_twice_sends_once(webhook, line_api):
@@ -183,7 +188,7 @@ def test_a_reply_token_line_calls_invalid_leaves_the_notice_unsent(webhook, line
 
 def test_a_standby_follow_gets_no_notice(webhook, line_api):
     webhook.post(ev.follow_event(mode="standby"))
-    assert line_api.requests_for("reply") == [] and not Message.objects.exists()
+    assert line_api.requests_for("reply") == [] and not Message.objects.filter(direction="out").exists()
 
 
 def test_an_operator_template_is_filled_in(webhook, line_api, english):
@@ -314,8 +319,10 @@ def test_a_notice_whose_task_was_lost_is_closed_by_the_sweeper_not_pushed(channe
     from conversations import sweeper
 
     chat = make_chat(ev.DEFAULT_USER_ID, source_type="user")
-    lost = notices.queue_notice(chat=chat, webhook_event_id="01LOST", reply_token="r" * 32,
-                                event_at=timezone.now() - timedelta(minutes=5))
+    moment = timezone.now() - timedelta(minutes=5)
+    follow = Message.objects.create(chat=chat, direction="in", message_type="follow", webhook_event_id="01LOST",
+                                    event_at=moment, status="skipped", skip_reason="event", status_changed_at=moment)
+    lost = notices.queue_notice(event=follow, reply_token="r" * 32)
     assert lost and notice().status == Status.PENDING
     sweeper.sweep_stuck_messages()
     assert (notice().status, notice().skip_reason) == (Status.SKIPPED, "reply token expired")
@@ -329,7 +336,7 @@ def test_retention_and_erasure_take_the_notice_like_any_message(webhook, line_ap
     webhook.post(ev.join_event())
     Message.objects.filter(chat__source_type="group").update(event_at=timezone.now() - timedelta(days=40))
     set_retention(30)
-    assert retention.purge_expired().messages == 1
+    assert retention.purge_expired().messages == 2  # the join's row and its notice
     assert not Message.objects.filter(chat__source_type="group").exists()
     erasure.erase_user(line_user_id="U" + "e1" * 16, actor=admin_user)
     assert not Message.objects.exists()

@@ -156,7 +156,7 @@ def test_a_long_answer_is_split_as_line_takes_it_reply_first_then_push(simulatio
 def test_redaction_reaches_what_the_simulator_shows(simulation):
     simulated = simulation.chat("user")
     simulation.say(simulated, "my email is mei@example.com")
-    answer = Message.objects.get(direction="out", reply_to__isnull=False)
+    answer = Message.objects.get(direction="out", message_type="text")
     redaction.redact_messages(message_ids=[answer.pk, answer.reply_to_id], actor="test", reason="PII")
     shown = json.dumps(timeline(simulated_chat=simulated))
     assert "mei@example.com" not in shown and "[redacted]" in shown
@@ -183,7 +183,7 @@ def test_when_line_stays_down_the_message_waits_for_the_sweeper(simulation):
     simulated = simulation.chat("user")
     services.set_trouble(simulated_chat=simulated, trouble=Trouble.SERVER_ERROR_ALWAYS, actor="test")
     simulation.say(simulated, "anyone?")
-    inbound = Message.objects.get(direction="in")
+    inbound = Message.objects.get(direction="in", message_type="text")
     assert inbound.status == "pending" and "500" in inbound.error
 
 
@@ -321,8 +321,8 @@ def test_chat_settings_and_deletion_are_audited_like_any_chat(admin_client, simu
     admin_client.post(f"{SIMULATOR}{simulated.pk}/delete/")
     assert not Chat.objects.filter(pk=chat.pk).exists() and not Message.objects.exists()
     assert not SimulatedChat.objects.exists() and not SimulatedEvent.objects.exists()
-    # The join's notice, the message and its answer.
-    assert AuditEvent.objects.get(action="chat_change", details__changes__deleted=True).details["messages"] == 3
+    # The join, its notice, the message and its answer.
+    assert AuditEvent.objects.get(action="chat_change", details__changes__deleted=True).details["messages"] == 4
 
 
 def test_simulated_chats_are_marked_in_the_list_the_thread_exports_and_the_api(admin_client, simulation, channel,

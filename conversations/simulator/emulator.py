@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ..line.client import retry_key
@@ -226,13 +227,15 @@ def _trouble(call: _Call, *, reply: bool) -> EmulatedResponse | None:
 def _answer_to(event: SimulatedEvent) -> int | None:
     """The logged message a reply with this event's token delivers, if any: the answer to
     the event's message, or what the bot logged for the event itself (the privacy notice
-    on follow and join, keyed on the event's webhookEventId)."""
+    on follow and join: the answer to the event's row, which holds its webhookEventId; a
+    notice logged before events had rows holds it itself)."""
     outbound = Message.objects.filter(direction=Direction.OUT, chat__channel_id=event.simulated_chat.channel_id,
                                       chat__line_id=event.simulated_chat.line_id)
     if event.line_message_id:
         outbound = outbound.filter(reply_to__line_message_id=event.line_message_id)
     elif event.webhook_event_id:
-        outbound = outbound.filter(webhook_event_id=event.webhook_event_id)
+        outbound = outbound.filter(Q(reply_to__webhook_event_id=event.webhook_event_id)
+                                   | Q(webhook_event_id=event.webhook_event_id))
     else:
         return None
     return outbound.values_list("id", flat=True).first()

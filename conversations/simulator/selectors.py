@@ -14,7 +14,7 @@ from models_registry.services import allowed_backends, sampling_params
 from .. import answering, labels, notices
 from .. import selectors as chat_selectors
 from ..line.text import MAX_MESSAGES_PER_CALL, split_text, utf16_units
-from ..models import Chat, Direction, Message, Status
+from ..models import BOT_EVENT_TYPES, Chat, Direction, Message, Status
 from .models import UNSTORED_REASONS, EmulatorCall, SimulatedChat, SimulatedEvent
 
 TIMELINE_MESSAGES = 60
@@ -46,12 +46,15 @@ def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> d
     now = now or timezone.now()
     chat = simulated_chat.chat()
     members = {member.user_id: member for member in simulated_chat.members.all()}
-    inbound = (list(Message.objects.filter(chat=chat, direction=Direction.IN).order_by("-id")[:TIMELINE_MESSAGES])[::-1]
-               if chat else [])
+    # Members' messages: the bot's follow/join/leave rows are the log's, not something LINE shows.
+    inbound = (list(Message.objects.filter(chat=chat, direction=Direction.IN).exclude(message_type__in=BOT_EVENT_TYPES)
+                    .order_by("-id")[:TIMELINE_MESSAGES])[::-1] if chat else [])
     # The whole chat unless it is longer than the page shows: then from its first member message shown.
     since = inbound[0].event_at - timedelta(minutes=1) if len(inbound) == TIMELINE_MESSAGES else None
-    # Answers to those messages, and the bot's own texts that answer no message (the notice on follow and join).
-    own = Q(message_type__in=OWN_TEXT_TYPES, reply_to__isnull=True, **({"event_at__gte": since} if since else {}))
+    # Answers to those messages, and the bot's own texts that answer no member's message (the
+    # notice on follow and join: it answers the event's row, or nothing if logged before those).
+    own = Q(message_type__in=OWN_TEXT_TYPES, **({"event_at__gte": since} if since else {})) & (
+        Q(reply_to__isnull=True) | Q(reply_to__message_type__in=BOT_EVENT_TYPES))
     answers = {answer.pk: answer for answer in Message.objects.filter(
         Q(reply_to__in=[m.pk for m in inbound]) | own, chat=chat, direction=Direction.OUT,
     ).select_related("backend", "preset", "reply_to")} if chat else {}

@@ -14,6 +14,7 @@ CACHE_SECONDS = 15
 
 register.filter("skip_reason_label", labels.skip_reason_label)
 register.filter("message_type_label", labels.message_type_label)
+register.filter("bot_event_label", labels.bot_event_label)
 
 
 @register.simple_tag(takes_context=True)
