@@ -108,10 +108,16 @@ def _inserting(careful: bool):
 
 def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: IngestResult) -> str:
     incoming = line_events.incoming_message(event)
+    opted_out = commands.opted_out(channel=channel, line_user_id=incoming.sender_id)
+    if (opted_out and incoming.source_type == SourceType.USER
+            and not commands.parse(channel=channel, text=incoming.text, opted_out=True)
+            and not Chat.objects.filter(channel=channel, line_id=incoming.chat_id).exists()):
+        # A 1:1 chat's row is keyed by the person's LINE id and fetches their name: for someone
+        # who opted out (and was erased since) it is not made again until they opt back in.
+        return "ignored"
     chat = _chat_for(channel, source_type=incoming.source_type, line_id=incoming.chat_id, careful=careful)
     in_group = chat.source_type != SourceType.USER
     addressed = addressing.is_addressed(chat=chat, message=incoming)
-    opted_out = commands.opted_out(channel=channel, line_user_id=incoming.sender_id)
     spans = addressing.spans(chat=chat, text=incoming.text, mentions=incoming.mentions, member_ids={})
     command = ""
     if addressed and incoming.text and not incoming.standby:

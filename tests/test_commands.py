@@ -365,3 +365,18 @@ def test_the_limit_counts_in_the_database_in_one_bounded_query(webhook, line_api
     with django_assert_max_num_queries(1) as captured:
         assert ingest._over_limit(channel=channel, line_user_id=ME) == ingest.NOTICE
     assert "LIMIT 2" in captured.captured_queries[0]["sql"]
+
+
+def test_someone_who_opted_out_and_was_erased_gets_no_new_chat_row(webhook, line_api):
+    """Their 1:1 chat's row would hold their LINE id and fetch their name again."""
+    from conversations import erasure
+
+    webhook.post(direct("/optout"))
+    erasure.erase_user(line_user_id=ME, actor="shell:test")
+    assert not Chat.objects.exists()
+    profiles_before = line_api.count("profile")
+    webhook.post(direct("hello again"))
+    assert not Chat.objects.exists() and not Message.objects.exists()
+    assert line_api.count("profile") == profiles_before and OptOut.objects.count() == 1
+    webhook.post(direct("/optin"))  # the way back stays open
+    assert last_text(line_api) == EN["optin"] and Chat.objects.count() == 1
