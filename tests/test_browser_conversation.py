@@ -220,3 +220,14 @@ def test_the_conversation_settings_and_a_group_thread(page, live_server, hiking)
     page.goto(f"{base}/admin/conversations/chat/{group.pk}/change/")
     assert page.locator(".field-members .readonly").inner_text() == ALICE_NAME
     assert page.locator(".field-unstored_messages .readonly").inner_text() == "2"
+
+    # Messages are found by their sender's name, and the list names each sender.
+    page.goto(f"{base}/admin/conversations/message/")
+    page.fill("#searchbar", "alice")
+    with page.expect_navigation():
+        page.press("#searchbar", "Enter")
+    senders = page.locator("#result_list td.field-sender").all_inner_texts()
+    # Her messages, by name (the bot's echoes of her name match the text search too).
+    assert senders.count(ALICE_NAME) == Message.objects.filter(chat=group, line_user_id=ALICE).count() > 0
+    assert set(senders) <= {ALICE_NAME, "the bot"}
+    assert ALICE not in page.locator("#result_list").inner_text()
