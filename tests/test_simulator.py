@@ -14,8 +14,8 @@ from conversations.simulator.models import EmulatorCall, SimulatedChat, Simulate
 from conversations.simulator.selectors import timeline
 from core.models import AuditEvent
 from models_registry.models import ModelBackend
-from tests.fakes.line_spec import spec_dir
 from tests.fakes import webhooks as ev
+from tests.fakes.line_spec import spec_dir
 from tests.simulation import SANDBOX_SECRET, sandbox, simulation  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
