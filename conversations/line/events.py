@@ -236,13 +236,7 @@ def incoming_message(event: dict) -> IncomingMessage:
     source_type, chat_id = chat_key(event)
     text = message_text(content) if message_type == "text" else ""
     return IncomingMessage(
-        webhook_event_id=webhook_event_id(event),
-        source_type=source_type,
-        chat_id=chat_id,
-        sender_id=sender_id(event),
-        reply_token=reply_token(event),
-        sent_at=event_time(event),
-        standby=event.get("mode") == "standby",
+        **_envelope(event, source_type=source_type, chat_id=chat_id),
         message_id=message_id(content),
         message_type=message_type,
         text=text,
@@ -267,13 +261,18 @@ class IncomingPostback:
 
 def incoming_postback(event: dict) -> IncomingPostback:
     source_type, chat_id = chat_key(event)
-    return IncomingPostback(
-        webhook_event_id=webhook_event_id(event),
-        source_type=source_type,
-        chat_id=chat_id,
-        sender_id=sender_id(event),
-        reply_token=reply_token(event),
-        sent_at=event_time(event),
-        standby=event.get("mode") == "standby",
-        data=postback_data(event),
-    )
+    return IncomingPostback(**_envelope(event, source_type=source_type, chat_id=chat_id),
+                            data=postback_data(event))
+
+
+def _envelope(event: dict, *, source_type: str, chat_id: str) -> dict:
+    """What every event the bot answers carries besides its content, each value checked."""
+    return {
+        "webhook_event_id": webhook_event_id(event),
+        "source_type": source_type,
+        "chat_id": chat_id,
+        "sender_id": sender_id(event),
+        "reply_token": reply_token(event),
+        "sent_at": event_time(event),
+        "standby": event.get("mode") == "standby",
+    }
