@@ -294,7 +294,7 @@ class Stack:
         ...
     """
 
-    def __init__(self, name: str, *, workers: int = 4, web_workers: int = 2, validate_line: bool = True,
+    def __init__(self, name: str, *, workers: int | None = 4, web_workers: int = 2, validate_line: bool = True,
                  keep: bool = False, extra_env: dict | None = None) -> None:
         self.name = name
         self.db, self.broker = STACKS[name]
@@ -347,7 +347,7 @@ class Stack:
             "LINE_CHANNEL_ACCESS_TOKEN": ACCESS_TOKEN,
             "OLLAMA_HOST": self.ollama.url,
             "Q_CLUSTER_QUEUE": self.queue,
-            "Q_WORKERS": str(self.q_workers),
+            **({"Q_WORKERS": str(self.q_workers)} if self.q_workers else {}),
             "ADMIN_PASSWORD": "bench-admin-password",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SETTINGS_MODULE": "linebot_site.settings",
@@ -409,6 +409,11 @@ class Stack:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # inspection
+
+    def lift_user_limit(self) -> None:
+        """Turns the per-user message limit off: a benchmark's users send far more than 20 in 10 minutes."""
+        self.manage("shell", "-c", "from conversations.models import LineChannel\n"
+                                   "LineChannel.objects.update(user_limit_messages=0)")
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -503,6 +508,13 @@ def make_messages(count: int, *, users: list[str], tag: str | None = None) -> li
         body = wh.payload_bytes(event)
         messages.append(Msg(text, body, wh.sign(body, CHANNEL_SECRET)))
     return messages
+
+
+def signed_body(event: dict) -> Msg:
+    """One signed webhook body carrying `event` (its text, if any, names it)."""
+    body = wh.payload_bytes(event)
+    text = (event.get("message") or {}).get("text", "")
+    return Msg(text, body, wh.sign(body, CHANNEL_SECRET))
 
 
 def post_webhook(port: int, msg: Msg) -> tuple[int, float, bytes]:
@@ -815,3 +827,30 @@ def save_result(name: str, data: dict) -> Path:
     path = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"machine": machine_info(), "code": code_fingerprint(), **data}, indent=2, default=str))
     return path
+
+
+def pss_mib(roots: list[int]) -> float:
+    """The sum of PSS (/proc/PID/smaps_rollup) of the processes `roots` and all their descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total_kib, todo, seen = 0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kib += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total_kib / 1024

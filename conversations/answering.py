@@ -13,25 +13,66 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.prompts import build_prompt
 from models_registry.services import GenerationFailed, generate
 
-from . import addressing, channel_health, commands, notices, selectors
+from . import addressing, channel_health, claims, commands, engine, notices, selectors
 from .line.client import LineAPIError, client_for, retry_key
 from .line.plaintext import to_line_text
 from .line.text import batches, split_text
 from .models import Chat, Command, Direction, Message, PushReason, SourceType, Status
 from .pii import mask_pii
+from .queue import enqueue_reply
 
 logger = logging.getLogger(__name__)
 
 
 def answer_message(*, message_id: int) -> None:
-    """Generates and sends the answer to one inbound message, at most once.
+    """The task queued for each message: answers its chat's next turn, if no one else is.
 
-    Safe to run any number of times for the same message: the claim below lets one
-    run through, and an answer already generated or partly sent is reused, not redone.
+    Safe to run any number of times for the same message: a chat is answered by one worker at
+    a time (`claims`), and an answer already generated or partly sent is reused, not redone.
     """
-    message = _claim(message_id)
-    if message is None:
-        return
+    chat_id = Message.objects.filter(pk=message_id, direction=Direction.IN).values_list("chat_id", flat=True).first()
+    if chat_id is not None:
+        answer_chat(chat_id=chat_id)
+
+
+def answer_chat(*, chat_id: int) -> None:
+    """Claims the chat's next turn and answers it, in one of this process's answering threads."""
+    with engine.seat() as seat:
+        if seat is None:
+            return
+        outcome, turn = claims.claim_turn(chat_id=chat_id)
+        if turn is not None:
+            seat.run(lambda: _take_turn(turn), claim=turn.claim)
+
+
+def _take_turn(turn: claims.Turn) -> None:
+    try:
+        answer_turn(turn=turn)
+    finally:
+        claims.release_turn(turn=turn)
+        _queue_what_waited(turn)
+
+
+def _queue_what_waited(turn: claims.Turn) -> None:
+    """After a turn: the chat's messages that came meanwhile, and the chat that has waited
+    longest for the backend slot just freed. Queued, not answered here, so they go behind what
+    is already in the queue: a busy group cannot hold a worker, nor delay another chat by more
+    than one answer."""
+    # Not the turn's own messages if they failed to send: the sweeper retries those later.
+    pending = claims.first_pending_message(chat_id=turn.chat_id, after=turn.lead_id)
+    if pending is not None:
+        enqueue_reply(message_id=pending)
+    if turn.backend_id is not None:
+        waiting_chat = claims.wake_waiting_chat(backend_id=turn.backend_id)
+        waiting = claims.first_pending_message(chat_id=waiting_chat) if waiting_chat else None
+        if waiting is not None:
+            enqueue_reply(message_id=waiting)
+
+
+def answer_turn(*, turn: claims.Turn) -> None:
+    """Generates and sends the answer to one claimed turn, at most once."""
+    message = Message.objects.select_related("chat__channel").get(pk=turn.lead_id)
+    earlier = [pk for pk in turn.message_ids if pk != message.pk]
     chat = message.chat
     if message.command == Command.FORGETME_CONFIRMED:
         _erase_and_confirm(message=message)
@@ -51,18 +92,19 @@ def answer_message(*, message_id: int) -> None:
         else:
             if chat.source_type == SourceType.USER:
                 _show_loading(chat=chat)
-            outbound = _compose_answer(message=message)
+            outbound = _compose_answer(message=message, answering=len(turn.message_ids), slot=turn.claim)
     try:
         calls = _deliver(outbound=outbound, inbound=message)
     except LineAPIError as exc:
         gave_up = message.attempts >= settings.LINEBOT["MAX_ATTEMPTS"] or not exc.transient
         # A transient failure goes back to pending: the sweeper takes it up again later.
         status = Status.FAILED if gave_up else Status.PENDING
-        _set_status(message, status, error=str(exc))
+        Message.objects.filter(pk__in=turn.message_ids).update(
+            status=status, error=str(exc), status_changed_at=timezone.now())
         Message.objects.filter(pk=outbound.pk).update(status=status, error=str(exc))
         logger.warning("Sending the answer to message %s failed (%s): %s", message.pk, status, exc)
         return
-    # Both sides' final state in one statement. An outbound text no backend wrote is the
+    # Every side's final state in one statement. An outbound text no backend wrote is the
     # apology, unless it is the bot's own: a command's answer or the non-text answer, all
     # the bot had to say. A message over the per-user limit stays "skipped", its notice sent.
     if message.command == Command.LIMIT_NOTICE:
@@ -71,21 +113,14 @@ def answer_message(*, message_id: int) -> None:
         answered = Status.REPLIED
     else:
         answered = Status.FAILED
-    Message.objects.filter(pk__in=[outbound.pk, message.pk]).update(
+    Message.objects.filter(pk__in=[outbound.pk, *turn.message_ids]).update(
         status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
         delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
                              output_field=Message._meta.get_field("delivered_calls")),
         status_changed_at=timezone.now(),
     )
-
-
-def _claim(message_id: int) -> Message | None:
-    claimed = Message.objects.filter(
-        pk=message_id, direction=Direction.IN, status=Status.PENDING, attempts__lt=settings.LINEBOT["MAX_ATTEMPTS"]
-    ).update(status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=timezone.now())
-    if not claimed:
-        return None
-    return Message.objects.select_related("chat__channel").get(pk=message_id)
+    if earlier:
+        logger.debug("Messages %s answered together with %s", earlier, message.pk)
 
 
 def _set_status(message: Message, status: str, *, error: str | None = None, skip_reason: str = "") -> None:
@@ -104,7 +139,8 @@ def _show_loading(*, chat: Chat) -> None:
         logger.info("Loading animation not shown in chat %s: %s", chat.pk, exc)
 
 
-def _compose_answer(*, message: Message) -> Message:
+def _compose_answer(*, message: Message, answering: int = 1, slot: str = "") -> Message:
+    """The model's answer to `message` (and the `answering - 1` messages of the turn before it)."""
     chat = message.chat
     preset = selectors.preset_for_chat(chat=chat)
     generation, error = None, ""
@@ -112,8 +148,8 @@ def _compose_answer(*, message: Message) -> Message:
         if preset is None:
             raise GenerationFailed("No sampling preset: set a global default, a channel default or the chat's own.")
         generation = generate(
-            preset=preset, turns=prompt_turns(message=message, preset=preset), local_only=chat.local_only,
-            prepare=masked_for_cloud(chat),
+            preset=preset, turns=prompt_turns(message=message, preset=preset, answering=answering),
+            local_only=chat.local_only, prepare=masked_for_cloud(chat), slot=slot,
         )
     except GenerationFailed as exc:
         error = str(exc)
@@ -170,18 +206,19 @@ def _as_stored(chat: Chat, text: str) -> str:
     return text
 
 
-def prompt_turns(*, message: Message, preset: SamplingPreset) -> list[Turn]:
+def prompt_turns(*, message: Message, preset: SamplingPreset, answering: int = 1) -> list[Turn]:
     """What the model is sent for `message` before masking (the simulator and preset
     comparisons build it with this same function). In a group or room each user turn starts
     with its speaker's name, and the system prompt says whose message to answer; the bot's
-    mention and the keyword are left out, other members' mentions read as their names."""
-    history = selectors.prompt_history(message=message, turns=preset.history_turns)
+    mention and the keyword are left out, other members' mentions read as their names.
+    `answering` is how many of the last messages the answer is for (a turn's messages)."""
+    history = selectors.prompt_history(message=message, turns=preset.history_turns + answering - 1)
     chat = message.chat
     if chat.source_type == SourceType.USER:
         return build_prompt(preset=preset, conversation=[
             Turn("user" if earlier.direction == Direction.IN else "assistant",
                  addressing.for_model(earlier.text, earlier.mentions))
-            for earlier in history])
+            for earlier in history], answering=answering)
     names = selectors.member_names(chat=chat, messages=history)
     conversation = []
     for earlier in history:
@@ -190,7 +227,10 @@ def prompt_turns(*, message: Message, preset: SamplingPreset) -> list[Turn]:
         else:
             text = addressing.for_model(earlier.text, earlier.mentions, names=names.members)
             conversation.append(Turn("user", f"{names.speaker(earlier.line_user_id)}: {text}"))
-    return build_prompt(preset=preset, conversation=conversation, speaker=names.speaker(message.line_user_id))
+    speakers = [names.speaker(earlier.line_user_id) for earlier in history[-answering:]
+                if earlier.direction == Direction.IN]
+    return build_prompt(preset=preset, conversation=conversation, speaker=names.speaker(message.line_user_id),
+                        answering=answering, speakers=list(dict.fromkeys(speakers)))
 
 
 def masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
@@ -226,13 +266,30 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
         extra = {"buttons": buttons} if buttons and index == len(calls) - 1 else {}
         sent = refused = False
         if index == 0 and _reply_token_fresh(inbound):
+            # Recorded before the call: if this worker dies after LINE took the reply, the rerun's
+            # refused token means "already used", not "send it by push".
+            attempted_before = outbound.reply_attempted
+            if not attempted_before:
+                Message.objects.filter(pk=outbound.pk).update(reply_attempted=True)
+                outbound.reply_attempted = True
+            tries = []
+
+            def reply(texts=texts, extra=extra):
+                tries.append(True)
+                client.reply(reply_token=inbound.reply_token, texts=texts, quote_token=quote, **extra)
+
             try:
-                retrying(lambda: client.reply(reply_token=inbound.reply_token, texts=texts, quote_token=quote,
-                                              **extra), **line_retry)
+                retrying(reply, **line_retry)
                 sent = True
             except LineAPIError as exc:
                 if not exc.invalid_reply_token:
                     raise
+                # After an attempt that may have reached LINE (a worker that died, a 5xx), a
+                # refused token was used by that attempt: pushing would say it twice.
+                if attempted_before or len(tries) > 1:
+                    logger.info("The reply to message %s was refused after an earlier attempt: taken as "
+                                "delivered then.", inbound.pk)
+                    sent = True
                 refused = True
         if not sent and outbound.message_type == notices.NON_TEXT_REPLY_TYPE:
             # By reply or not at all: pushes count against the account's quota.

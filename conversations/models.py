@@ -187,6 +187,14 @@ class Chat(models.Model):
         _("legal hold"), default=False, help_text=_("Suspends all deletion of this chat's messages.")
     )
     profile_fetched_at = models.DateTimeField(_("name looked up at"), null=True, blank=True)
+    # One answer at a time per chat (conversations.claims): the worker answering holds the chat
+    # under a lease it renews; a dead worker's claim expires.
+    answering_claim = models.CharField(max_length=32, blank=True, default="")
+    answering_until = models.DateTimeField(null=True, blank=True)
+    # Set while the chat's next answer waits for a slot on a backend that is at its limit.
+    waiting_for = models.ForeignKey(ModelBackend, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+", db_index=False)
+    waiting_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -195,6 +203,12 @@ class Chat(models.Model):
         verbose_name = _("chat")
         verbose_name_plural = _("chats")
         constraints = [models.UniqueConstraint(fields=["channel", "line_id"], name="unique_chat_per_channel")]
+        indexes = [
+            models.Index(fields=["waiting_for", "waiting_since"], name="chat_waiting",
+                         condition=Q(waiting_for__isnull=False)),
+            models.Index(fields=["answering_until"], name="chat_answering",
+                         condition=~Q(answering_claim="")),
+        ]
 
     def __str__(self) -> str:
         return self.display_name or f"{self.get_source_type_display()} {self.line_id}"
@@ -296,6 +310,9 @@ class Message(models.Model):
     push_calls = models.PositiveSmallIntegerField(_("pushes"), default=0)
     push_reason = models.CharField(_("pushed because"), max_length=16, blank=True, default="",
                                    choices=PushReason.choices)
+    # Of an outbound answer: a reply call with the inbound's token was made (perhaps accepted by
+    # LINE before its worker died). A later refusal of that token then means "already used".
+    reply_attempted = models.BooleanField(default=False)
     edited = models.BooleanField(_("edited"), default=False)
     unsent = models.BooleanField(_("unsent"), default=False)
     redacted = models.BooleanField(_("redacted"), default=False)

@@ -71,8 +71,11 @@ def prompt_history(*, message: Message, turns: int) -> list[Message]:
     keeps only what is addressed to the bot, earlier messages that were not.
     """
     chat = message.chat
+    # An answer stored after later questions came (they waited for it) still reads right after
+    # the question it answers.
+    before = Q(id__lte=message.id) | Q(direction=Direction.OUT, reply_to_id__lt=message.id)
     rows = (
-        Message.objects.filter(chat_id=message.chat_id, id__lte=message.id, redacted=False, erased=False,
+        Message.objects.filter(before, chat_id=message.chat_id, redacted=False, erased=False,
                                unsent=False, command="")
         .exclude(text="")
         .exclude(direction=Direction.OUT, backend__isnull=True)
@@ -82,8 +85,13 @@ def prompt_history(*, message: Message, turns: int) -> list[Message]:
         rows = rows.filter(id__gt=chat.context_reset_after)
     if chat.source_type != SourceType.USER and chat.group_memory == GroupMemory.ADDRESSED:
         rows = rows.exclude(skip_reason__in=SKIPS_NOT_ADDRESSED)
-    rows = rows.order_by("-id").only("id", "direction", "text", "line_user_id", "mentions")[: turns + 1]
-    return list(reversed(rows))
+    rows = rows.order_by("-id").only("id", "direction", "text", "line_user_id", "mentions", "reply_to_id")[
+        : turns + 1]
+    return sorted(rows, key=_place_in_conversation)
+
+
+def _place_in_conversation(message: Message) -> float:
+    return message.reply_to_id + 0.5 if message.direction == Direction.OUT and message.reply_to_id else message.id
 
 
 @dataclass

@@ -247,6 +247,13 @@ LINEBOT = {
     # (the task was lost); one generating this long is presumed to have lost its worker.
     "PENDING_STUCK_AFTER": float(os.environ.get("LINEBOT_PENDING_STUCK_AFTER", "120")),
     "GENERATING_STUCK_AFTER": float(os.environ.get("LINEBOT_GENERATING_STUCK_AFTER", "900")),
+    # A worker answering in a chat holds it (and a backend slot) under a lease of this many
+    # seconds, renewed a third of the way through; a dead worker's chats free up when it ends.
+    "CLAIM_LEASE": float(os.environ.get("LINEBOT_CLAIM_LEASE", "30")),
+    # Answers each task worker process keeps in flight at once (threads); 0 answers inline.
+    "ENGINE_THREADS": int(os.environ.get("LINEBOT_ENGINE_THREADS", "32")),
+    # A stopping worker waits this long for its answers in flight (below `serve`'s 30 s grace).
+    "ENGINE_DRAIN_SECONDS": float(os.environ.get("LINEBOT_ENGINE_DRAIN_SECONDS", "25")),
     "APOLOGY_TEXT": os.environ.get(
         "LINEBOT_APOLOGY_TEXT",
         "抱歉，我現在無法回答，請稍後再試。 Sorry, I can't answer right now — please try again later.",

@@ -14,7 +14,7 @@ from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 
-from . import pulls, services
+from . import concurrency, pulls, services
 from .backends import Turn
 from .models import BackendKind, ModelBackend, SamplingPreset
 from .prompts import build_prompt, parse_transcript
@@ -26,7 +26,7 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
 
     class Meta:
         model = ModelBackend
-        fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled"]
+        fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled", "max_concurrency"]
 
 
 class BackendSettingsForm(forms.ModelForm):
@@ -87,9 +87,16 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.BACKEND_CHANGE
     form = ModelBackendForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    list_display = ["name", "kind", "model", "where", "enabled", "test_link"]
+    list_display = ["name", "kind", "model", "where", "enabled", "answers_in_flight", "test_link"]
     list_filter = ["kind", "is_local", "enabled"]
     search_fields = ["name", "model"]
+
+    def get_queryset(self, request):
+        return concurrency.with_in_flight(super().get_queryset(request))
+
+    @admin.display(description=_("answering now"))
+    def answers_in_flight(self, backend: ModelBackend) -> str:
+        return f"{backend.in_flight} / {backend.concurrency_limit}"
 
     @admin.display(description=_("where it runs"), ordering="is_local")
     def where(self, backend: ModelBackend) -> str:

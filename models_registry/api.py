@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from core.api.mixins import AuditedWritesMixin, ModelCleanMixin
 from core.models import AuditAction
 
-from . import services
+from . import concurrency, services
 from .models import ModelBackend, SamplingPreset
 
 
@@ -19,15 +19,21 @@ class BackendSerializer(ModelCleanMixin, serializers.ModelSerializer):
     api_key = serializers.CharField(write_only=True, required=False, allow_blank=True,
                                     help_text="Write-only. Left out or blank on an update: kept.")
     has_api_key = serializers.SerializerMethodField()
+    concurrency_limit = serializers.IntegerField(read_only=True, help_text="max_concurrency, or the kind's default.")
+    in_flight = serializers.SerializerMethodField(help_text="Answers it is generating now.")
 
     class Meta:
         model = ModelBackend
         fields = ["id", "name", "kind", "base_url", "model", "api_key", "has_api_key", "timeout", "is_local",
-                  "enabled", "created_at", "updated_at"]
+                  "enabled", "max_concurrency", "concurrency_limit", "in_flight", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     def get_has_api_key(self, backend: ModelBackend) -> bool:
         return bool(backend.api_key)
+
+    def get_in_flight(self, backend: ModelBackend) -> int:
+        # Annotated on the viewset's queryset; a just-created backend generates nothing yet.
+        return getattr(backend, "in_flight", 0)
 
 
 class ConnectionReportSerializer(serializers.Serializer):
@@ -53,6 +59,9 @@ class BackendViewSet(AuditedWritesMixin, viewsets.ModelViewSet):
     serializer_class = BackendSerializer
     filterset_fields = ["kind", "is_local", "enabled"]
     action_permissions = {"test": ["models_registry.change_modelbackend"]}
+
+    def get_queryset(self):
+        return concurrency.with_in_flight(super().get_queryset())
 
     @extend_schema(summary="Test the connection, as the admin's button does", request=None,
                    responses={200: ConnectionReportSerializer})

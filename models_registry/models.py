@@ -39,6 +39,13 @@ class ModelBackend(models.Model):
         help_text=_("Runs on hardware you control. Chats marked local-only use only local backends."),
     )
     enabled = models.BooleanField(_("enabled"), default=True)
+    max_concurrency = models.PositiveSmallIntegerField(
+        _("answers at once"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(512)],
+        help_text=_("How many answers this backend generates at the same time, across all workers; more wait "
+                    "their turn in the queue. Set it to what the server serves in parallel (Ollama's "
+                    "OLLAMA_NUM_PARALLEL, vLLM's batch). Empty: the kind's default (Ollama 4, OpenAI-compatible "
+                    "8, Replicate 8)."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -49,6 +56,33 @@ class ModelBackend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()}: {self.model})"
+
+    @property
+    def concurrency_limit(self) -> int:
+        return self.max_concurrency or DEFAULT_CONCURRENCY.get(self.kind, 4)
+
+
+# Ollama serves OLLAMA_NUM_PARALLEL requests at once (4 by default with enough memory); servers
+# behind the OpenAI protocol (vLLM, llama.cpp --parallel) and Replicate batch more.
+DEFAULT_CONCURRENCY = {BackendKind.OLLAMA: 4, BackendKind.OPENAI_COMPATIBLE: 8, BackendKind.REPLICATE: 8}
+
+
+class GenerationSlot(models.Model):
+    """One answer a backend is generating now: at most `concurrency_limit` live ones per backend.
+
+    Held under a lease its worker renews while it works (models_registry.concurrency), so the
+    slot of a worker that died frees itself.
+    """
+
+    backend = models.ForeignKey(ModelBackend, on_delete=models.CASCADE, related_name="slots")
+    holder = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["backend", "expires_at"], name="slot_backend_live")]
+
+    def __str__(self) -> str:
+        return self.holder
 
 
 class ThinkMode(models.TextChoices):

@@ -7,20 +7,31 @@ _ROLE_NAMES = {"user": "user", "assistant": "assistant", "使用者": "user", "�
 
 GROUP_LINE = ("This is a group chat: each user message starts with its speaker's name and a colon. "
               "Answer the last message, which is from {speaker}.")
+GROUP_LINE_SEVERAL = ("This is a group chat: each user message starts with its speaker's name and a colon. "
+                      "Answer the last {count} messages together, from {speakers}.")
+SEVERAL_LINE = "Answer the last {count} messages together, in one reply."
 
 
-def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: str | None = None) -> list[Turn]:
+def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: str | None = None,
+                 answering: int = 1, speakers: list[str] | None = None) -> list[Turn]:
     """The preset's system prompt, then the last turn and up to `history_turns` before it.
 
     `speaker`, in a group chat, is the name of whoever wrote the last turn: the system
-    prompt then says it is a group and whom to answer.
+    prompt then says it is a group and whom to answer. `answering` > 1: the last messages
+    came while the bot was answering and get one answer together (`speakers` wrote them).
     """
     system_prompt = preset.system_prompt if preset.system_prompt.strip() else ""
-    if speaker is not None:
+    line = ""
+    if speaker is not None and answering > 1:
+        line = GROUP_LINE_SEVERAL.format(count=answering, speakers=", ".join(speakers or [speaker]))
+    elif speaker is not None:
         line = GROUP_LINE.format(speaker=speaker)
+    elif answering > 1:
+        line = SEVERAL_LINE.format(count=answering)
+    if line:
         system_prompt = f"{system_prompt.rstrip()}\n\n{line}" if system_prompt else line
     system = [Turn("system", system_prompt)] if system_prompt else []
-    return system + conversation[-(preset.history_turns + 1):]
+    return system + conversation[-(preset.history_turns + max(answering, 1)):]
 
 
 def parse_transcript(text: str) -> list[Turn]:

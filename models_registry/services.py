@@ -13,6 +13,7 @@ from core.retry import retrying
 
 from django.utils.module_loading import import_string
 
+from . import concurrency
 from .backends import (
     ADAPTERS,
     Backend,
@@ -97,6 +98,7 @@ def generate(
     turns: list[Turn],
     local_only: bool = False,
     prepare: Callable[[ModelBackend, list[Turn]], list[Turn]] | None = None,
+    slot: str = "",
 ) -> Generation:
     """Asks the preset's backends in turn, retrying transient errors, for a non-empty answer.
 
@@ -105,6 +107,9 @@ def generate(
 
     `prepare(backend, turns)` may rewrite what one backend is sent (e.g. mask PII for a
     cloud backend).
+
+    `slot` names the generation slot taken on the first backend (`concurrency.take_slot`); it
+    follows the answer to a fallback backend, so that one's in-flight count includes it.
     """
     backends = allowed_backends(preset=preset, local_only=local_only)
     if not backends:
@@ -114,7 +119,9 @@ def generate(
         )
     params = sampling_params(preset=preset)
     failures = []
-    for backend in backends:
+    for index, backend in enumerate(backends):
+        if slot and index:
+            concurrency.move_slot(holder=slot, backend=backend)
         adapter = adapter_for(backend=backend)
         sent = prepare(backend, turns) if prepare else turns
         started = time.perf_counter()

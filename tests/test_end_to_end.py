@@ -127,3 +127,63 @@ def test_signed_webhooks_over_http_are_answered_by_the_worker(running_bot):
         "你好, real server": Status.REPLIED,
         "@Bot and in a group": Status.REPLIED,
     }  # the chatter is not stored: the group keeps only what is addressed to the bot
+
+
+def start_qcluster(env: dict) -> subprocess.Popen:
+    # A process group of its own: the test kills the cluster and all its workers at once.
+    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+
+
+def test_a_worker_killed_with_many_answers_in_flight_loses_none_and_doubles_none(fakes):
+    """Ten chats' answers in flight in one worker process when it is SIGKILLed: once a new
+    cluster is up and the leases have run out, the sweeper gives them back and each chat gets
+    exactly one answer."""
+    line_api, ollama_server = fakes
+    backend = ModelBackend.objects.create(name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url,
+                                          model="gemma3:4b", max_concurrency=16)
+    SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
+    LineChannel.objects.create(name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN,
+                               is_default=True)
+    env = {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
+           "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "1", "Q_SYNC": "",
+           "LINEBOT_CLAIM_LEASE": "3", "PYTHONUNBUFFERED": "1"}
+    ollama_server.set_delay("chat", 8)  # generations that will not finish before the kill
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}"],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster = start_qcluster(env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+        for number in range(10):
+            event = ev.text_message_event(f"in flight {number}", user_id=f"U{number:032x}")
+            assert post_signed(base, event).status_code == 200
+        ollama_server.wait_for(lambda fake: fake.count("chat") >= 10, timeout=60,
+                               message="ten generations in flight at once in one worker")
+        os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait(timeout=10)
+        assert Message.objects.filter(direction="in", status=Status.GENERATING).count() == 10
+
+        ollama_server.set_delay("chat", 0)
+        cluster = start_qcluster(env)
+        time.sleep(3.5)  # the dead worker's leases run out
+        from conversations import sweeper
+        sweeper.sweep_stuck_messages()
+        line_api.wait_for(lambda fake: len(fake.delivered) >= 10, timeout=60)
+        time.sleep(2)  # a duplicate would arrive now
+        assert sorted(line_api.delivered_texts()) == sorted(f"echo: in flight {n}" for n in range(10))
+        assert set(Message.objects.filter(direction="in").values_list("status", flat=True)) == {Status.REPLIED}
+    finally:
+        for process in (web, cluster):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL) if process is cluster else process.kill()
+            process.wait(timeout=10)

@@ -66,6 +66,7 @@ class RecordedRequest:
     params: dict[str, str] = field(default_factory=dict)
     status: int | None = None
     received_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,6 +85,7 @@ class RecordedRequest:
             "params": self.params,
             "status": self.status,
             "received_at": self.received_at,
+            "answered_at": self.answered_at,
             "notes": self.notes,
         }
 
@@ -323,6 +325,12 @@ class FakeServer:
         self._stats: Counter[str] = Counter()
         self._failures: dict[str, deque[_Failure]] = {}
         self._delays: dict[str, float] = {}
+        self._holds: dict[str, float] = {}
+        # Endpoints that serve at most N requests at once (a model server's parallelism);
+        # more wait their turn, as on the real server.
+        self._capacity: dict[str, threading.BoundedSemaphore] = {}
+        self._in_flight: Counter = Counter()
+        self._peak: Counter = Counter()
         self._redirect: tuple[str, int] | None = None
         self._quote_authorization: int | None = None
         self._server: _HTTPServer | None = None
@@ -416,6 +424,9 @@ class FakeServer:
             self._stats.clear()
             self._failures.clear()
             self._delays.clear()
+            self._holds.clear()
+            self._capacity.clear()
+            self._peak.clear()
             self._redirect = None
             self._quote_authorization = None
             self.handler_errors.clear()
@@ -472,6 +483,27 @@ class FakeServer:
             else:
                 self._delays.pop(endpoint, None)
 
+    def set_capacity(self, endpoint: str, limit: int) -> None:
+        """Serve at most ``limit`` requests to ``endpoint`` at once (0: no limit)."""
+        self._check_endpoint(endpoint)
+        with self._lock:
+            if limit > 0:
+                self._capacity[endpoint] = threading.BoundedSemaphore(limit)
+            else:
+                self._capacity.pop(endpoint, None)
+
+    def concurrency(self) -> dict[str, dict[str, int]]:
+        """Requests being served now and the most ever served at once, per endpoint."""
+        with self._lock:
+            return {name: {"now": self._in_flight[name], "peak": self._peak[name]} for name in self._peak}
+
+    def hold_response(self, endpoint: str, seconds: float) -> None:
+        """Handle each request to ``endpoint`` at once (a reply is delivered, its token used),
+        then sleep ``seconds`` before answering: a client that dies meanwhile never learns."""
+        self._check_endpoint(endpoint)
+        with self._lock:
+            self._holds[endpoint] = seconds
+
     def redirect_to(self, url: str | None, status: int = 307) -> None:
         """Answer every request with ``status`` and ``Location: url`` + its path (None: stop)."""
         with self._lock:
@@ -525,6 +557,7 @@ class FakeServer:
             response = json_response(500, self.error_body(500, "fake server handler crashed"))
         response = self.after_request(request, response)
         request.status = response.status
+        request.answered_at = time.time()
         return response
 
     def _match(self, request: RecordedRequest) -> tuple[_Route | None, dict[str, str], list[str]]:
@@ -556,9 +589,28 @@ class FakeServer:
                 return json_response(405, self.error_body(405), {"Allow": ", ".join(allowed)})
             return json_response(404, self.error_body(404))
         with self._lock:
-            delay = self._delays.get(matched.endpoint, 0.0)
-            pending = self._failures.get(matched.endpoint)
+            capacity = self._capacity.get(matched.endpoint)
+        if capacity is None:
+            return self._respond_now(request, matched, params)
+        with capacity:
+            return self._respond_now(request, matched, params)
+
+    def _respond_now(self, request: RecordedRequest, matched: _Route, params: dict[str, str]) -> Response:
+        endpoint = matched.endpoint
+        with self._lock:
+            delay = self._delays.get(endpoint, 0.0)
+            pending = self._failures.get(endpoint)
             failure = pending.popleft() if pending else None
+            self._in_flight[endpoint] += 1
+            self._peak[endpoint] = max(self._peak[endpoint], self._in_flight[endpoint])
+        try:
+            return self._handle_matched(request, matched, params, delay, failure)
+        finally:
+            with self._lock:
+                self._in_flight[endpoint] -= 1
+
+    def _handle_matched(self, request: RecordedRequest, matched: _Route, params: dict[str, str], delay: float,
+                        failure: "_Failure | None") -> Response:
         if delay:
             time.sleep(delay)
         if failure is not None:
@@ -566,7 +618,12 @@ class FakeServer:
         early = self.before_request(request)
         if early is not None:
             return early
-        return getattr(self, matched.handler_name)(request, **params)
+        response = getattr(self, matched.handler_name)(request, **params)
+        with self._lock:
+            hold = self._holds.get(matched.endpoint, 0.0)
+        if hold:
+            time.sleep(hold)
+        return response
 
     # -- control endpoints (process mode) ------------------------------------
 
@@ -582,6 +639,8 @@ class FakeServer:
             return json_response(200, self.stats())
         if action == ("GET", "state"):
             return json_response(200, self.state())
+        if action == ("GET", "concurrency"):
+            return json_response(200, self.concurrency())
         if action == ("POST", "reset"):
             self.reset()
             return json_response(200, {"ok": True})
@@ -597,6 +656,9 @@ class FakeServer:
                 return json_response(200, {"ok": True})
             if action == ("POST", "delay"):
                 self.set_delay(payload["endpoint"], float(payload["seconds"]))
+                return json_response(200, {"ok": True})
+            if action == ("POST", "capacity"):
+                self.set_capacity(payload["endpoint"], int(payload["limit"]))
                 return json_response(200, {"ok": True})
         except (KeyError, TypeError, ValueError) as exc:
             return json_response(400, {"error": f"bad control request: {exc!r}"})
