@@ -10,8 +10,8 @@ import struct
 import zlib
 
 # Taipei 101, as a phone would write it into EXIF.
-GPS_LATITUDE = ((25, 1), (2, 1), (1, 1))
-GPS_LONGITUDE = ((121, 1), (33, 1), (54, 1))
+GPS_LATITUDE = (25.0, 2.0, 1.0)
+GPS_LONGITUDE = (121.0, 33.0, 54.0)
 CAMERA = "FakePhone 15 Pro"
 
 
