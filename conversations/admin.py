@@ -23,6 +23,7 @@ from models_registry.models import SamplingPreset
 from . import chats, labels, notices, redaction, retention, selectors
 from .channel_admin import ChannelSetupAdminMixin
 from .filters import DateRangeFilter, GroupMemoryFilter
+from .media import views as media_views
 from .models import Chat, Direction, LineChannel, Message, OptOut, PrivacyPolicy, ReplyMode, SourceType, pseudonym
 from .paginators import CappedCountPaginator
 from .simulator import admin as simulator_admin  # noqa: F401  (registers the simulator's pages)
@@ -37,7 +38,8 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
     class Meta:
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
-                  "mask_before_storing", "mask_before_cloud", "operator_name", "operator_contact", "language",
+                  "mask_before_storing", "mask_before_cloud", "fetch_external_images", "operator_name",
+                  "operator_contact", "language",
                   "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply",
                   # Commands and the per-user limit (conversations.commands, ingest)
                   "command_help", "command_privacy", "command_reset", "command_optout", "command_forgetme",
@@ -88,7 +90,7 @@ class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedMo
         # is_simulated is chosen when a channel is added, then shown read-only (get_readonly_fields).
         (None, {"fields": ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default",
                            "bot_user_id", "is_simulated"]}),
-        (_("Personal data"), {"fields": ["mask_before_storing", "mask_before_cloud"]}),
+        (_("Personal data"), {"fields": ["mask_before_storing", "mask_before_cloud", "fetch_external_images"]}),
         (_("What the people in the chats are told"),
          {"fields": ["operator_name", "operator_contact", "language", "notice_enabled", "notice_template",
                      "non_text_reply_enabled", "non_text_reply"]}),
@@ -535,6 +537,8 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return [
             path("<int:message_id>/redact/", self.admin_site.admin_view(self.redact_view),
                  name="conversations_message_redact"),
+            path("<int:message_id>/media/<str:variant>/", self.admin_site.admin_view(media_views.media_view),
+                 name="conversations_message_media"),
             *super().get_urls(),
         ]
 

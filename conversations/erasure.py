@@ -9,6 +9,7 @@ from core.batching import run_in_batches
 from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
+from .media.files import forget_media
 from .models import Chat, ChatMember, Message, SourceType
 from .retention import delete_messages
 
@@ -82,6 +83,7 @@ def erase_user(*, line_user_id: str, actor, batch_size: int | None = None) -> Er
 
 def _blank(ids: list[int]) -> None:
     # The answers go in the same batch: blanking a question drops the user id that leads to them.
+    forget_media(message_ids=ids)
     Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
         text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", quote_token="", erased=True,
         original_hmac="", redaction_reason="", mentions=[],

@@ -20,6 +20,7 @@ from django.utils import timezone
 from core import audit
 from core.models import AuditAction
 
+from .media.exports import export_media, verify_media
 from .models import Chat, ChatMember, LineChannel, Message
 
 BATCH_SIZE = 5000
@@ -115,9 +116,10 @@ def export_conversations(
     """Writes the filtered messages to `output` and its manifest; returns the manifest."""
     if filters.channel and not LineChannel.objects.filter(slug=filters.channel).exists():
         raise ExportError(f"No channel with slug {filters.channel!r}.")
-    records = _message_records(conversation_rows(filters))
-    manifest = _write(records, fmt=fmt, output=output, force=force, on_progress=on_progress,
+    rows = conversation_rows(filters)
+    manifest = _write(_message_records(rows), fmt=fmt, output=output, force=force, on_progress=on_progress,
                       kind="conversations", filters=filters.as_dict())
+    _add_media(manifest, messages=rows, output=output, force=force)
     audit.record(action=AuditAction.EXPORT, actor=actor, target_type="messages", target_id=output.name,
                  details={"filters": filters.as_dict(), "rows": manifest["rows"], "sha256": manifest["sha256"],
                           "format": fmt})
@@ -144,6 +146,7 @@ def export_user(*, line_user_id: str, output: Path, actor, force: bool = False,
 
     manifest = _write(records(), fmt="jsonl", output=output, force=force, on_progress=on_progress,
                       kind="user", filters={"line_user_id_hmac": audit.keyed_hash(line_user_id)})
+    _add_media(manifest, messages=messages, output=output, force=force)
     audit.record(action=AuditAction.EXPORT_USER, actor=actor, target_type="line_user",
                  target_id=audit.keyed_hash(line_user_id), details={"rows": manifest["rows"], "sha256": manifest["sha256"]})
     return manifest
@@ -218,11 +221,23 @@ def _write(records: Iterator[dict], *, fmt: str, output: Path, force: bool, on_p
         "first_event_at": first.isoformat() if first else None,
         "last_event_at": last.isoformat() if last else None,
     }
-    with _create_private(manifest_path) as handle:
-        handle.write((json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+    _save_manifest(manifest_path, manifest)
     if on_progress:
         on_progress(rows)
     return manifest
+
+
+def _save_manifest(path: Path, manifest: dict) -> None:
+    with _create_private(path) as handle:
+        handle.write((json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def _add_media(manifest: dict, *, messages: QuerySet, output: Path, force: bool) -> None:
+    """The messages' photos and voice messages beside the export, listed in its manifest."""
+    entries = export_media(messages=messages, output=output, force=force)
+    if entries:
+        manifest["media"] = entries
+        _save_manifest(manifest_path_for(output), manifest)
 
 
 def _create_private(path: Path) -> io.BufferedWriter:
@@ -309,6 +324,7 @@ def verify_export(*, manifest_path: Path, actor=None) -> Verification:
         lines = _count_rows(data_path, manifest["format"])
         if lines != manifest["rows"]:
             problems.append(f"{lines} rows, the manifest says {manifest['rows']}")
+    problems += verify_media(manifest=manifest, manifest_path=manifest_path)
     audit.record(action=AuditAction.VERIFY_EXPORT, actor=actor, target_type="export", target_id=manifest["file"],
                  details={"ok": not problems, "problems": problems, "sha256": manifest["sha256"]})
     return Verification(not problems, problems, manifest)

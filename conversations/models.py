@@ -84,6 +84,11 @@ class LineChannel(models.Model):
         validators=[MaxLengthValidator(NON_TEXT_REPLY_MAX_LENGTH)],
         help_text=_("Empty: the built-in text, in the chat's language."),
     )
+    fetch_external_images = models.BooleanField(
+        _("fetch images from other servers"), default=False,
+        help_text=_("Some LINE clients send an image as a link to another server instead of a file on LINE. "
+                    "Fetch those (HTTPS only, size-limited, never from a private address)."),
+    )
     is_simulated = models.BooleanField(
         _("simulated"), default=False,
         help_text=_("Played in the console's simulator: its calls go to the in-project LINE emulator, never "
@@ -453,7 +458,8 @@ class OptOut(models.Model):
         return self.user_hmac[:12]
 
 
-# The simulator's models live beside it; imported here so Django finds them.
+# The media and simulator models live beside them; imported here so Django finds them.
+from .media.models import MediaKind, MessageMedia  # noqa: E402, F401
 from .simulator.models import (  # noqa: E402, F401
     ComparisonAnswer, EmulatorCall, PresetComparison, SimulatedChat, SimulatedEvent, SimulatedMember,
 )

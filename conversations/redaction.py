@@ -9,6 +9,7 @@ from core import audit
 from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
+from .media.files import redact_media
 from .models import Direction, Message
 from .pii import find_pii
 
@@ -23,7 +24,7 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
     """Replaces each message's text with a marker; returns how many were redacted now."""
     if not reason.strip():
         raise ValueError("A reason is required to redact.")
-    redacted = 0
+    redacted_ids = []
     with transaction.atomic():
         rows = (
             Message.objects.select_for_update()
@@ -44,10 +45,12 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
                 action=AuditAction.REDACT, actor=actor, target_type="message", target_id=message.pk,
                 details={"chat_id": message.chat_id, "reason": reason, "original_hmac": digest},
             )
-            redacted += 1
-    if redacted:
+            redacted_ids.append(message.pk)
+        # The photo or voice message goes with the text; its row stays, marked redacted.
+        redact_media(message_ids=redacted_ids)
+    if redacted_ids:
         checkpoint_wal()
-    return redacted
+    return len(redacted_ids)
 
 
 

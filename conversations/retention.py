@@ -13,6 +13,7 @@ from core.models import AuditAction
 from core.sqlite_writes import checkpoint_wal
 
 from . import selectors
+from .media.files import forget_media, sweep_orphans
 from .models import Chat, ChatMember, Message
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class ChatPurge:
 class PurgeReport:
     dry_run: bool
     chats: list[ChatPurge] = field(default_factory=list)
+    orphan_files: int = 0  # media files no message held any more, deleted by the sweep
 
     @property
     def messages(self) -> int:
@@ -95,6 +97,9 @@ def purge_expired(
             "default_retention_days": default_days,
         },
     )
+    if not dry_run:
+        # Files whose deletion failed before, or that a killed download left behind.
+        report.orphan_files = sweep_orphans()
     if report.messages and not dry_run:
         checkpoint_wal()
     return report
@@ -112,7 +117,8 @@ def delete_messages(ids: list[int]) -> None:
     """Deletes by id without Django's collector, which would load every row first.
 
     Answers to these messages lose their link and expire on their own; Message has no
-    delete signals, so nothing else is skipped.
+    delete signals, so nothing else is skipped. Their media files go once this commits.
     """
+    forget_media(message_ids=ids)
     Message.objects.filter(reply_to_id__in=ids).update(reply_to=None)
     Message.objects.filter(id__in=ids)._raw_delete(Message.objects.db)

@@ -150,6 +150,27 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# Photos and voice messages users send (conversations.media): kept in a storage of their own,
+# a private folder beside the database by default, never served at a public URL (no MEDIA_URL).
+# LINEBOT_MEDIA_STORAGE names another backend, e.g. django-storages' S3 (README, "Configuration").
+LINEBOT_MEDIA_ROOT = Path(os.environ.get("LINEBOT_MEDIA_ROOT") or BASE_DIR / "media-private")
+STORAGES["linebot_media"] = {
+    "BACKEND": os.environ.get("LINEBOT_MEDIA_STORAGE") or "conversations.media.storage.PrivateFileSystemStorage",
+}
+LINEBOT_MEDIA = {
+    # Downloads stop at these sizes (bytes), so a huge file never fills memory or disk.
+    "MAX_IMAGE_BYTES": int(os.environ.get("LINEBOT_MEDIA_MAX_IMAGE_BYTES", str(10 * 1024 * 1024))),
+    "MAX_AUDIO_BYTES": int(os.environ.get("LINEBOT_MEDIA_MAX_AUDIO_BYTES", str(20 * 1024 * 1024))),
+    # Decoded size: a small file can unpack to billions of pixels (a decompression bomb).
+    "MAX_IMAGE_PIXELS": int(os.environ.get("LINEBOT_MEDIA_MAX_IMAGE_PIXELS", str(40_000_000))),
+    # Stored images are scaled down to this longest side; vision models read far less.
+    "MAX_IMAGE_SIDE": int(os.environ.get("LINEBOT_MEDIA_MAX_IMAGE_SIDE", "2048")),
+    "THUMBNAIL_SIDE": int(os.environ.get("LINEBOT_MEDIA_THUMBNAIL_SIDE", "320")),
+    # A file in the storage that no row names is deleted by the purge once this old (seconds):
+    # younger ones may belong to a download whose row is not committed yet.
+    "ORPHAN_GRACE_SECONDS": float(os.environ.get("LINEBOT_MEDIA_ORPHAN_GRACE_SECONDS", "3600")),
+}
+
 # A LINE webhook body is small; anything bigger is refused before it is read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 LINE_WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("LINE_WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
@@ -216,6 +237,8 @@ LINE_CHANNEL_SECRET = os.environ.get("LINE_CHANNEL_SECRET", "")
 LINE_CHANNEL_ACCESS_TOKEN = os.environ.get("LINE_CHANNEL_ACCESS_TOKEN", "")
 LINE_API_HOST = os.environ.get("LINE_API_HOST", "https://api.line.me")
 LINE_API_TIMEOUT = float(os.environ.get("LINE_API_TIMEOUT", "10"))
+# LINE serves what users send (photos, voice messages) from a host of its own.
+LINE_DATA_API_HOST = os.environ.get("LINE_DATA_API_HOST", "https://api-data.line.me")
 # Where LINE and operators reach this site, e.g. https://bot.example.com: the console builds the
 # webhook URL on it (else on the address the browser used). Its host is served, and trusted for
 # CSRF, where a TLS tunnel's forwarded requests would otherwise fail the origin check.

@@ -5,6 +5,8 @@ workers the end-to-end tests start use the same keys as the tests.
 """
 import os
 import secrets
+import tempfile
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 
@@ -13,3 +15,6 @@ os.environ.setdefault("FIELD_ENCRYPTION_KEY", Fernet.generate_key().decode())
 os.environ.setdefault("AUDIT_HMAC_KEY", secrets.token_urlsafe(32))
 
 from linebot_site.settings import *  # noqa: E402, F401, F403
+
+# Each run's media in a folder of its own, never in the work tree.
+LINEBOT_MEDIA_ROOT = Path(tempfile.gettempdir()) / f"linebot-test-media-{os.getpid()}"  # noqa: F405

@@ -60,7 +60,8 @@ class FakeLineAPI(FakeServer):
     """The LINE Messaging API endpoints a chatbot uses.
 
     Endpoints for ``fail_next``/``set_delay``: reply, push, loading, profile,
-    group_summary, member_profile, bot_info, quota, quota_consumption, webhook_endpoint.
+    group_summary, member_profile, bot_info, quota, quota_consumption, webhook_endpoint,
+    content (the data host's, served here too: point LINE_DATA_API_HOST at the same URL).
     """
 
     def __init__(
@@ -98,6 +99,9 @@ class FakeLineAPI(FakeServer):
         self._expired_reply_tokens: set[str] = set()
         self._accepted_retry_keys: dict[str, tuple[str, list[dict]]] = {}
         self._message_ids = itertools.count(500_000_000_000_000_000)
+        # What users sent, by message id, served on the data host's content endpoint.
+        self._contents: dict[str, tuple[bytes, str]] = {}
+        self._expired_contents: set[str] = set()
 
     @property
     def spec_checked(self) -> bool:
@@ -119,6 +123,17 @@ class FakeLineAPI(FakeServer):
         with self._lock:
             self._expired_reply_tokens.add(token)
 
+    def add_content(self, message_id: str, data: bytes, content_type: str) -> None:
+        """Serve `data` as message `message_id`'s content (a photo, a voice message)."""
+        with self._lock:
+            self._contents[message_id] = (data, content_type)
+            self._expired_contents.discard(message_id)
+
+    def expire_content(self, message_id: str) -> None:
+        """LINE keeps content for a limited time; after it, the endpoint answers 404."""
+        with self._lock:
+            self._expired_contents.add(message_id)
+
     def state(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -134,6 +149,8 @@ class FakeLineAPI(FakeServer):
         self._used_reply_tokens.clear()
         self._expired_reply_tokens.clear()
         self._accepted_retry_keys.clear()
+        self._contents.clear()
+        self._expired_contents.clear()
 
     # -- hooks ---------------------------------------------------------------
 
@@ -240,6 +257,19 @@ class FakeLineAPI(FakeServer):
                 {"endpoint": request.endpoint, "layer": layer, "details": details, "body": request.json}
             )
         return line_error(400, f"The request body has {len(details)} error(s)", details)
+
+    # -- content (LINE's data host: api-data.line.me) ----------------------------
+
+    @route("GET", r"/v2/bot/message/(?P<message_id>[^/]+)/content", "content")
+    def content(self, request: RecordedRequest, message_id: str) -> Response:
+        with self._lock:
+            found = None if message_id in self._expired_contents else self._contents.get(message_id)
+        if found is None:
+            return line_error(404, "Not found")
+        data, content_type = found
+        # Sent in pieces, as a large file would be: clients must stream, not wait for it whole.
+        chunks = [data[start:start + 65536] for start in range(0, len(data), 65536)]
+        return Response(200, chunks if len(chunks) > 1 else data, content_type)
 
     # -- profiles and info -----------------------------------------------------
 

@@ -246,11 +246,20 @@ def media_message_event(
     reply_token: str | None = None,
     message_id: str | None = None,
     timestamp_ms: int | None = None,
+    image_set: tuple[str, int, int] | None = None,
+    external_url: str | None = None,
 ) -> dict:
-    """An image, video, audio, file or location message event, with the fields LINE sends."""
+    """An image, video, audio, file or location message event, with the fields LINE sends.
+
+    `image_set`: (id, index, total) of a photo sent with others at once; `external_url`: the
+    content is on another server (`contentProvider.type = external`)."""
     message: dict[str, Any] = {"type": kind, "id": message_id or new_message_id()}
     if kind in ("image", "video", "audio"):
-        message["contentProvider"] = {"type": "line"}
+        message["contentProvider"] = (
+            {"type": "external", "originalContentUrl": external_url, "previewImageUrl": external_url}
+            if external_url else {"type": "line"})
+    if image_set:
+        message["imageSet"] = dict(zip(("id", "index", "total"), image_set))
     if kind in ("image", "video"):
         message["quoteToken"] = new_quote_token()
     if kind in ("video", "audio"):
