@@ -133,6 +133,11 @@ def run(stack_name: str, args) -> dict:
                   f"(ideal {IDEAL:.0f}/s)", flush=True)
             watcher = h.ReplyWatcher(stack.line)
             stack.start_qcluster()
+            # The clock starts once the workers are up: one answer first.
+            warm = one_to_one(999_999, 0, h.user_ids(1, seed="warm")[0])
+            h.post_webhook(stack.port, warm)
+            if not watcher.wait_for([f"echo: {warm.text}"], timeout=120, procs=[stack.qcluster]):
+                raise RuntimeError("the warm-up answer did not arrive; see the logs in " + str(stack.tmp))
             sampler = PssSampler([stack.gunicorn, stack.qcluster])
             sampler.start()
 

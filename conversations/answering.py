@@ -80,6 +80,7 @@ def answer_turn(*, turn: claims.Turn) -> None:
     # Only a message taken up before can already have an answer to reuse.
     outbound = (Message.objects.filter(reply_to=message, direction=Direction.OUT).first()
                 if message.attempts > 1 else None)
+    reused = outbound is not None
     if outbound is None and message.command:
         outbound = _store_answer(message=message, text=commands.answer(message=message))
     elif outbound is None:
@@ -92,9 +93,10 @@ def answer_turn(*, turn: claims.Turn) -> None:
         else:
             if chat.source_type == SourceType.USER:
                 _show_loading(chat=chat)
-            outbound = _compose_answer(message=message, answering=len(turn.message_ids), slot=turn.claim)
+            outbound = _compose_answer(message=message, answering=len(turn.message_ids), slot=turn.claim,
+                                       preset=turn.preset)
     try:
-        calls = _deliver(outbound=outbound, inbound=message)
+        calls = _deliver(outbound=outbound, inbound=message, reused=reused)
     except LineAPIError as exc:
         gave_up = message.attempts >= settings.LINEBOT["MAX_ATTEMPTS"] or not exc.transient
         # A transient failure goes back to pending: the sweeper takes it up again later.
@@ -139,10 +141,11 @@ def _show_loading(*, chat: Chat) -> None:
         logger.info("Loading animation not shown in chat %s: %s", chat.pk, exc)
 
 
-def _compose_answer(*, message: Message, answering: int = 1, slot: str = "") -> Message:
+def _compose_answer(*, message: Message, answering: int = 1, slot: str = "",
+                    preset: SamplingPreset | None = None) -> Message:
     """The model's answer to `message` (and the `answering - 1` messages of the turn before it)."""
     chat = message.chat
-    preset = selectors.preset_for_chat(chat=chat)
+    preset = preset or selectors.preset_for_chat(chat=chat)
     generation, error = None, ""
     try:
         if preset is None:
@@ -174,7 +177,8 @@ def _store_answer(*, message: Message, text: str, **fields) -> Message:
         # Autocommit: a task runs in no outer transaction, so no savepoint is needed.
         return Message.objects.create(
             chat=message.chat, direction=Direction.OUT, text=text, event_at=timezone.now(),
-            status=Status.PENDING, status_changed_at=timezone.now(), reply_to=message, **fields,
+            status=Status.PENDING, status_changed_at=timezone.now(), reply_to=message,
+            reply_attempted=_reply_token_fresh(message), **fields,
         )
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
@@ -192,7 +196,7 @@ def _compose_non_text_reply(*, message: Message) -> Message:
         return Message.objects.create(
             chat=message.chat, direction=Direction.OUT, message_type=notices.NON_TEXT_REPLY_TYPE,
             text=notices.non_text_reply(chat=message.chat), event_at=timezone.now(), status=Status.PENDING,
-            status_changed_at=timezone.now(), reply_to=message,
+            status_changed_at=timezone.now(), reply_to=message, reply_attempted=True,
         )
     except IntegrityError:
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
@@ -246,10 +250,10 @@ def masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Tu
     return prepare
 
 
-def _deliver(*, outbound: Message, inbound: Message) -> int:
+def _deliver(*, outbound: Message, inbound: Message, reused: bool) -> int:
     """Sends the answer in calls of up to five texts, resuming after the last call that went
     through; returns the number of calls. Progress is recorded after each call but the last,
-    which the caller records with the final status."""
+    which the caller records with the final status. `reused`: an earlier run stored the answer."""
     chat = inbound.chat
     client = client_for(chat.channel)
     calls = batches(split_text(outbound.text))
@@ -266,10 +270,11 @@ def _deliver(*, outbound: Message, inbound: Message) -> int:
         extra = {"buttons": buttons} if buttons and index == len(calls) - 1 else {}
         sent = refused = False
         if index == 0 and _reply_token_fresh(inbound):
-            # Recorded before the call: if this worker dies after LINE took the reply, the rerun's
-            # refused token means "already used", not "send it by push".
-            attempted_before = outbound.reply_attempted
-            if not attempted_before:
+            # Recorded before the call (stored with the answer, or set now): if this worker dies
+            # after LINE took the reply, the rerun's refused token means "already used", not
+            # "send it by push".
+            attempted_before = outbound.reply_attempted and reused
+            if not outbound.reply_attempted:
                 Message.objects.filter(pk=outbound.pk).update(reply_attempted=True)
                 outbound.reply_attempted = True
             tries = []

@@ -9,7 +9,7 @@ worker that claims a turn holds the chat under a lease it renews while it works
 database. A worker that dies lets its lease expire, and the sweeper gives its messages back.
 """
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from core.sqlite_writes import one_writer_at_a_time
 from models_registry import concurrency
-from models_registry.models import ModelBackend
+from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.services import allowed_backends
 
 from . import selectors
@@ -43,6 +43,8 @@ class Turn:
     claim: str
     message_ids: tuple[int, ...]
     backend_id: int | None
+    # The chat's preset when the turn was claimed (what its slot was taken for).
+    preset: SamplingPreset | None = field(default=None, compare=False)
 
     @property
     def lead_id(self) -> int:
@@ -76,7 +78,8 @@ def claim_turn(*, chat_id: int, now: datetime | None = None) -> tuple[Outcome, T
             return Outcome.NOTHING, None
         message_ids = _turn_of(pending)
         claim = secrets.token_hex(16)
-        backend = _generating_backend(chat) if _needs_model(pending[0]) else None
+        preset = selectors.preset_for_chat(chat=chat) if _needs_model(pending[0]) else None
+        backend = _generating_backend(chat, preset)
         if backend is not None and not concurrency.take_slot(backend=backend, holder=claim, until=until, now=now):
             Chat.objects.filter(pk=chat_id).update(waiting_for=backend, waiting_since=chat.waiting_since or now)
             return Outcome.WAITING, None
@@ -85,7 +88,7 @@ def claim_turn(*, chat_id: int, now: datetime | None = None) -> tuple[Outcome, T
         Message.objects.filter(id__in=message_ids, status=Status.PENDING).update(
             status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=now)
     return Outcome.CLAIMED, Turn(chat_id=chat_id, claim=claim, message_ids=message_ids,
-                                 backend_id=backend.pk if backend else None)
+                                 backend_id=backend.pk if backend else None, preset=preset)
 
 
 def _needs_model(first: tuple) -> bool:
@@ -113,9 +116,8 @@ def _turn_of(pending: list[tuple]) -> tuple[int, ...]:
     return tuple(run)
 
 
-def _generating_backend(chat: Chat) -> ModelBackend | None:
+def _generating_backend(chat: Chat, preset: SamplingPreset | None) -> ModelBackend | None:
     """The backend the answer will be asked of first (its slot is what the turn waits for)."""
-    preset = selectors.preset_for_chat(chat=chat)
     if preset is None:
         return None
     backends = allowed_backends(preset=preset, local_only=chat.local_only)

@@ -41,6 +41,7 @@ def sweep_stuck_messages(*, now: datetime | None = None, limit: int = 1000) -> S
     Message.objects.filter(id__in=ids, status=Status.PENDING, status_changed_at__lt=now).update(status_changed_at=now)
     queued_chats = _queue_chats(Message.objects.filter(id__in=ids, status=Status.PENDING, status_changed_at=now))
     queued_chats += _wake_waiting_chats(now=now)
+    concurrency.delete_expired_slots(now=now)
     if queued_chats or failed:
         logger.warning("Sweeper: queued %d chats with stuck messages again, failed %d", queued_chats, failed)
     notices.expire_stale_notices(now=now)

@@ -23,7 +23,7 @@ def take_slot(*, backend: ModelBackend, holder: str, until: datetime, now: datet
     live = GenerationSlot.objects.filter(backend=locked, expires_at__gt=now).count()
     if live >= locked.concurrency_limit:
         return False
-    GenerationSlot.objects.filter(Q(holder=holder) | Q(backend=locked, expires_at__lte=now)).delete()
+    # Holders are fresh random tokens; expired slots are only skipped here (the sweeper deletes them).
     GenerationSlot.objects.create(backend=locked, holder=holder, expires_at=until)
     return True
 
@@ -44,6 +44,10 @@ def renew_slots(*, holders: Iterable[str], until: datetime) -> None:
 
 def release_slot(*, holder: str) -> None:
     GenerationSlot.objects.filter(holder=holder).delete()
+
+
+def delete_expired_slots(*, now: datetime) -> int:
+    return GenerationSlot.objects.filter(expires_at__lte=now).delete()[0]
 
 
 def in_flight(*, now: datetime | None = None) -> dict[int, int]:
