@@ -59,7 +59,7 @@ class ModelBackend(models.Model):
         default="image",
         validators=[RegexValidator(r"\A[A-Za-z_][A-Za-z0-9_]*\Z",
                                    _("A Replicate input name: letters, digits and underscores."))],
-        help_text=_("Replicate: the name of the model's image input (its API page lists it, often “image”)."),
+        help_text=_("Replicate: the name of the model's image input, as the model's API page lists it."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
