@@ -14,7 +14,7 @@ from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
 from core.models import AuditAction
 
-from . import concurrency, pulls, services
+from . import concurrency, pulls, selectors, services
 from .backends import Turn
 from .models import BackendKind, ModelBackend, SamplingPreset
 from .prompts import build_prompt, parse_transcript
@@ -26,7 +26,8 @@ class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
 
     class Meta:
         model = ModelBackend
-        fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled", "max_concurrency"]
+        fields = ["name", "kind", "base_url", "model", "api_key", "timeout", "is_local", "enabled", "max_concurrency",
+                  "reads_images", "image_input"]
 
 
 class BackendSettingsForm(forms.ModelForm):
@@ -76,6 +77,18 @@ def pull_progress(pull) -> dict:
     }
 
 
+def image_reading(backend: ModelBackend) -> str:
+    """Whether the backend reads images, and who says so, in the operator's words."""
+    if backend.kind == BackendKind.TRANSCRIPTION:
+        return _("no (speech to text)")
+    if backend.kind != BackendKind.OLLAMA:
+        return _("yes (its setting)") if backend.reads_images else _("no (its setting)")
+    reads = selectors.reads_images(backend=backend, refresh=False)
+    if reads is None:
+        return _("not known yet (its model says when tested)")
+    return _("yes (its model says so)") if reads else _("no (its model says so)")
+
+
 def locality_badge(backend: ModelBackend) -> str:
     if backend.is_local:
         return format_html('<span class="badge badge-local">{}</span>', _("local"))
@@ -87,7 +100,7 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     audit_action = AuditAction.BACKEND_CHANGE
     form = ModelBackendForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    list_display = ["name", "kind", "model", "where", "enabled", "answers_in_flight", "test_link"]
+    list_display = ["name", "kind", "model", "where", "images", "enabled", "answers_in_flight", "test_link"]
     list_filter = ["kind", "is_local", "enabled"]
     search_fields = ["name", "model"]
 
@@ -101,6 +114,12 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
     @admin.display(description=_("where it runs"), ordering="is_local")
     def where(self, backend: ModelBackend) -> str:
         return locality_badge(backend)
+
+    @admin.display(description=_("reads images"), boolean=True)
+    def images(self, backend: ModelBackend) -> bool | None:
+        """Only what is known: the list never calls a server (an Ollama model is asked when
+        tested, or by the dashboard's health check)."""
+        return selectors.reads_images(backend=backend, refresh=False)
 
     @admin.display(description=_("connection"))
     def test_link(self, backend: ModelBackend) -> str:
@@ -203,13 +222,14 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
                                   messages.SUCCESS)
             return redirect(reverse("admin:models_registry_modelbackend_test", args=[backend.pk]))
         if request.method == "POST":
-            report = services.check_backend(backend=backend)
+            report = selectors.remember_report(backend=backend, report=services.check_backend(backend=backend))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": _("Test connection: %(name)s") % {"name": backend.name},
             "backend": backend,
             "badge": locality_badge(backend),
+            "images": image_reading(backend),
             "report": report,
             "rows": model_rows(report),
             "can_pick": backend.kind == BackendKind.OLLAMA,
@@ -250,11 +270,16 @@ class SamplingPresetAdmin(AuditedModelAdmin):
     actions = ["duplicate"]
     fieldsets = [
         (None, {"fields": ["name", "backend", "fallback_backend", "is_default"]}),
-        (_("Prompt"), {"fields": ["system_prompt", "history_turns"]}),
+        (_("Prompt"), {"fields": ["system_prompt", "history_turns", "history_images"]}),
         (_("Sampling"), {"fields": ["temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "think"],
                          "description": _("How the model picks each next word. Lower temperature and top_p give "
                                           "steadier answers; higher give more varied ones.")}),
     ]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name in ("backend", "fallback_backend"):
+            kwargs["queryset"] = selectors.text_backends()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_urls(self):
         return [

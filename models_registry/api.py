@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from core.api.mixins import AuditedWritesMixin, ModelCleanMixin
 from core.models import AuditAction
 
-from . import concurrency, services
+from . import concurrency, selectors, services
 from .models import ModelBackend, SamplingPreset
 
 
@@ -25,7 +25,8 @@ class BackendSerializer(ModelCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = ModelBackend
         fields = ["id", "name", "kind", "base_url", "model", "api_key", "has_api_key", "timeout", "is_local",
-                  "enabled", "max_concurrency", "concurrency_limit", "in_flight", "created_at", "updated_at"]
+                  "enabled", "max_concurrency", "concurrency_limit", "in_flight", "reads_images", "image_input",
+                  "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     def get_has_api_key(self, backend: ModelBackend) -> bool:
@@ -43,6 +44,10 @@ class ConnectionReportSerializer(serializers.Serializer):
     latency_ms = serializers.IntegerField()
     detail = serializers.CharField()
     models = serializers.ListField(child=serializers.CharField(), help_text="Models the server offers.")
+    reads_images = serializers.BooleanField(
+        allow_null=True,
+        help_text="Whether the model reads images: what an Ollama model says of itself, the backend's "
+                  "setting for other kinds (false for speech to text); null when the Ollama server did not say.")
 
 
 @extend_schema_view(
@@ -67,9 +72,11 @@ class BackendViewSet(AuditedWritesMixin, viewsets.ModelViewSet):
                    responses={200: ConnectionReportSerializer})
     @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
     def test(self, request, pk=None):
-        report = services.check_backend(backend=self.get_object())
+        backend = self.get_object()
+        report = selectors.remember_report(backend=backend, report=services.check_backend(backend=backend))
         return Response(ConnectionReportSerializer({
             "ok": report.ok, "latency_ms": report.latency_ms, "detail": report.detail, "models": report.models,
+            "reads_images": selectors.reads_images(backend=backend, refresh=False),
         }).data)
 
 
@@ -79,8 +86,8 @@ class PresetSerializer(ModelCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = SamplingPreset
         fields = ["id", "name", "backend", "fallback_backend", "system_prompt", "temperature", "top_p", "top_k",
-                  "max_new_tokens", "repetition_penalty", "think", "history_turns", "is_default", "created_at",
-                  "updated_at"]
+                  "max_new_tokens", "repetition_penalty", "think", "history_turns", "history_images", "is_default",
+                  "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
 

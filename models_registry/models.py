@@ -1,5 +1,6 @@
-"""Model backends (where text is generated) and sampling presets (how)."""
-from django.core.validators import MaxValueValidator, MinValueValidator
+"""Model backends (where text is generated, or speech heard) and sampling presets (how)."""
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -10,6 +11,11 @@ class BackendKind(models.TextChoices):
     OLLAMA = "ollama", "Ollama"
     REPLICATE = "replicate", "Replicate"
     OPENAI_COMPATIBLE = "openai_compatible", _("OpenAI-compatible (vLLM, llama.cpp, LM Studio)")
+    TRANSCRIPTION = "transcription", _("Speech to text (OpenAI-compatible /v1/audio/transcriptions)")
+
+
+# Kinds that write answers; the others (speech to text) serve a channel, never a preset.
+TEXT_KINDS = (BackendKind.OLLAMA, BackendKind.REPLICATE, BackendKind.OPENAI_COMPATIBLE)
 
 
 class ModelBackend(models.Model):
@@ -19,12 +25,13 @@ class ModelBackend(models.Model):
         _("base URL"),
         max_length=500,
         help_text=_("Ollama: http://localhost:11434 · Replicate: https://api.replicate.com · "
-                    "OpenAI-compatible: the URL ending in /v1"),
+                    "OpenAI-compatible and speech to text: the URL ending in /v1"),
     )
     model = models.CharField(
         _("model identifier"),
         max_length=200,
-        help_text=_("Ollama tag (gemma3:4b), Replicate owner/name[:version], or the OpenAI model name."),
+        help_text=_("Ollama tag (gemma3:4b), Replicate owner/name[:version], or the OpenAI model name "
+                    "(whisper-1, Systran/faster-whisper-small …)."),
     )
     api_key = EncryptedTextField(_("API key"), blank=True, default="")
     timeout = models.FloatField(
@@ -46,6 +53,21 @@ class ModelBackend(models.Model):
                     "OLLAMA_NUM_PARALLEL, vLLM's batch). Empty: the kind's default (Ollama 4, OpenAI-compatible "
                     "8, Replicate 8)."),
     )
+    reads_images = models.BooleanField(
+        _("reads images"),
+        default=False,
+        help_text=_("OpenAI-compatible and Replicate: the model reads images sent with a question. "
+                    "Ollama's models say so themselves, so this is not used for Ollama."),
+    )
+    image_input = models.CharField(
+        _("image input"),
+        max_length=64,
+        blank=True,
+        default="image",
+        validators=[RegexValidator(r"\A[A-Za-z_][A-Za-z0-9_]*\Z",
+                                   _("A Replicate input name: letters, digits and underscores."))],
+        help_text=_("Replicate: the name of the model's image input, as the model's API page lists it."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -56,6 +78,18 @@ class ModelBackend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()}: {self.model})"
+
+    def clean(self) -> None:
+        if self.kind == BackendKind.REPLICATE and self.reads_images and not self.image_input:
+            raise ValidationError({"image_input": _("Name the model's image input, or untick “reads images”.")})
+        if self.pk and self.kind not in TEXT_KINDS and (
+                self.presets.exists() or self.fallback_for_presets.exists()):
+            raise ValidationError({"kind": _("Presets use this backend to write answers; a speech-to-text "
+                                             "backend cannot. Give them another backend first.")})
+
+    @property
+    def writes_text(self) -> bool:
+        return self.kind in TEXT_KINDS
 
     @property
     def concurrency_limit(self) -> int:
@@ -152,6 +186,13 @@ class SamplingPreset(models.Model):
         validators=[MaxValueValidator(100)],
         help_text=_("How many earlier messages of the chat are sent with each question."),
     )
+    history_images = models.PositiveIntegerField(
+        _("images sent"),
+        default=1,
+        validators=[MaxValueValidator(10)],
+        help_text=_("How many of the newest images among those messages are sent with each question "
+                    "(1: only the latest; 0: none), and only to backends that read images."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -165,6 +206,15 @@ class SamplingPreset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = {
+            field: _("A speech-to-text backend cannot write answers; choose a chat model's backend.")
+            for field in ("backend", "fallback_backend")
+            if getattr(self, f"{field}_id") is not None and not getattr(self, field).writes_text
+        }
+        if errors:
+            raise ValidationError(errors)
 
 
 class PullStatus(models.TextChoices):

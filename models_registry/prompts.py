@@ -1,4 +1,6 @@
 """What a model is sent: one prompt builder for the reply pipeline and the playground."""
+from dataclasses import replace
+
 from .backends import Turn
 from .models import SamplingPreset
 
@@ -19,6 +21,8 @@ def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: s
     `speaker`, in a group chat, is the name of whoever wrote the last turn: the system
     prompt then says it is a group and whom to answer. `answering` > 1: the last messages
     came while the bot was answering and get one answer together (`speakers` wrote them).
+    Of the turns' images, only the preset's `history_images` newest are kept; a backend
+    that reads none gets `without_images()` of the prompt.
     """
     system_prompt = preset.system_prompt if preset.system_prompt.strip() else ""
     line = ""
@@ -31,7 +35,24 @@ def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: s
     if line:
         system_prompt = f"{system_prompt.rstrip()}\n\n{line}" if system_prompt else line
     system = [Turn("system", system_prompt)] if system_prompt else []
-    return system + conversation[-(preset.history_turns + max(answering, 1)):]
+    window = conversation[-(preset.history_turns + max(answering, 1)):]
+    return system + newest_images(window, keep=preset.history_images)
+
+
+def newest_images(turns: list[Turn], *, keep: int) -> list[Turn]:
+    """`turns` with only their `keep` newest images (the last of a turn's being its newest)."""
+    room, kept = keep, []
+    for turn in reversed(turns):
+        if turn.images:
+            taken = turn.images[max(0, len(turn.images) - room):]
+            room -= len(taken)
+            turn = replace(turn, images=taken)
+        kept.append(turn)
+    return kept[::-1]
+
+
+def without_images(turns: list[Turn]) -> list[Turn]:
+    return [replace(turn, images=()) if turn.images else turn for turn in turns]
 
 
 def parse_transcript(text: str) -> list[Turn]:

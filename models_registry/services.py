@@ -22,15 +22,21 @@ from .backends import (
     Completion,
     ConnectionReport,
     SamplingParams,
+    Transcript,
     Turn,
     backend_for,
 )
-from .models import ModelBackend, SamplingPreset, ThinkMode
+from .models import BackendKind, ModelBackend, SamplingPreset, ThinkMode
 from .reasoning import without_reasoning
 
 
 class GenerationFailed(Exception):
     """No allowed backend of a preset produced an answer; the message says why, per backend."""
+
+
+class TranscriptionRefused(Exception):
+    """This backend may not transcribe for this chat (not speech to text, disabled, or cloud
+    for a local-only chat); nothing was sent."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ def backend_config(*, backend: ModelBackend) -> BackendConfig:
         model=backend.model,
         api_key=backend.api_key,
         timeout=backend.timeout,
+        image_input=backend.image_input if backend.kind == BackendKind.REPLICATE and backend.reads_images else "",
     )
 
 
@@ -77,6 +84,11 @@ def check_settings(*, kind: str, base_url: str, model: str, api_key: str, timeou
     """
     config = BackendConfig(kind=kind, base_url=base_url, model=model, api_key=api_key, timeout=timeout)
     return import_string(ADAPTERS[kind])(config).check()
+
+
+def model_reads_images(*, backend: ModelBackend) -> bool:
+    """Asks an Ollama server whether the backend's model reads images (its capabilities)."""
+    return adapter_for(backend=backend).reads_images()
 
 
 def allowed_backends(*, preset: SamplingPreset, local_only: bool) -> list[ModelBackend]:
@@ -139,6 +151,29 @@ def generate(
             return Generation(completion, backend, round((time.perf_counter() - started) * 1000))
         failures.append(f"{backend.name}: empty answer")
     raise GenerationFailed("; ".join(failures))
+
+
+def transcribe(
+    *, backend: ModelBackend, audio: bytes, content_type: str, language: str | None = None, local_only: bool,
+) -> Transcript:
+    """The text of a voice message, from a speech-to-text backend, retrying transient errors.
+
+    A local-only chat's audio never goes to a backend not marked local: TranscriptionRefused,
+    before anything is sent. Bad audio (type, size) is a ValueError; the server's failures
+    are BackendErrors.
+    """
+    if backend.kind != BackendKind.TRANSCRIPTION:
+        raise TranscriptionRefused(f"Backend {backend.name!r} is not a speech-to-text backend")
+    if not backend.enabled:
+        raise TranscriptionRefused(f"Backend {backend.name!r} is disabled")
+    if local_only and not backend.is_local:
+        raise TranscriptionRefused(f"Backend {backend.name!r} runs in the cloud and the chat is local-only")
+    adapter = adapter_for(backend=backend)
+    return retrying(
+        lambda: adapter.transcribe(audio, content_type, language),
+        delays=settings.LINEBOT["BACKEND_RETRY_DELAYS"],
+        transient=lambda exc: isinstance(exc, BackendError) and exc.transient,
+    )
 
 
 def use_model(*, backend: ModelBackend, model: str, actor) -> ModelBackend:

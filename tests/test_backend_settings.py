@@ -31,7 +31,9 @@ def test_the_add_form_has_a_test_button_and_the_test_saves_nothing(admin_client,
     assert "Connected" in page and "Reachable; model available." in page
     assert "llama3.2:3b" in page and "Q4_K_M" in page and "3B" in page, "models come with their details"
     assert "Nothing was saved." in page and ModelBackend.objects.count() == 0
-    assert [r.path for r in ollama_server.requests] == ["/api/tags"]
+    # The model list, then whether the model reads images (its capabilities).
+    assert [r.path for r in ollama_server.requests] == ["/api/tags", "/api/show"]
+    assert "no (its model says so)" in page
 
 
 def test_a_missing_model_is_named_and_installed_ones_offered(admin_client, ollama_server):

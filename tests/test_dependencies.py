@@ -22,6 +22,7 @@ VULNERABLE = [
     ("djangorestframework", "3.15.1"),  # CVE-2024-21520, XSS in the browsable API
     ("cryptography", "42.0.3"),  # CVE-2024-26130, NULL dereference in PKCS#12
     ("gunicorn", "22.0.0"),  # CVE-2024-6827, request smuggling
+    ("pillow", "11.2.1"),  # CVE-2025-48379, heap overflow writing DDS images
 ]
 
 

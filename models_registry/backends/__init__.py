@@ -15,7 +15,10 @@ from .base import (  # noqa: F401
     ConnectionReport,
     ModelDetails,
     PullProgress,
+    ImagePart,
     SamplingParams,
+    Transcriber,
+    Transcript,
     Turn,
 )
 # Each adapter's client library is imported when a backend of its kind is first used.
@@ -23,10 +26,11 @@ ADAPTERS: dict[str, str] = {
     "ollama": "models_registry.backends.ollama.OllamaBackend",
     "replicate": "models_registry.backends.replicate.ReplicateBackend",
     "openai_compatible": "models_registry.backends.openai_compat.OpenAICompatBackend",
+    "transcription": "models_registry.backends.transcription.TranscriptionBackend",
 }
 
 
 @lru_cache(maxsize=64)
-def backend_for(config: BackendConfig) -> Backend:
+def backend_for(config: BackendConfig) -> Backend | Transcriber:
     """One adapter per backend configuration per process: adapters hold connection pools."""
     return import_string(ADAPTERS[config.kind])(config)

@@ -1,4 +1,5 @@
 """What every backend adapter speaks: the turns in, a completion out, and its errors."""
+import base64
 import json
 import re
 import time
@@ -16,9 +17,24 @@ Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image a turn carries: already checked, stripped of EXIF and sized by whoever made it."""
+
+    content_type: str
+    data: bytes = field(repr=False)
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_url(self) -> str:
+        return f"data:{self.content_type};base64,{self.base64()}"
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     role: Role
     content: str
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,8 @@ class BackendConfig:
     model: str
     api_key: str = field(default="", repr=False)
     timeout: float = 60.0
+    # Replicate only: the model's input that takes an image ("" when it takes none).
+    image_input: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +66,15 @@ class Completion:
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What a speech-to-text server heard; language and duration when it says them."""
+
+    text: str
+    language: str = ""
+    duration: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +101,8 @@ class ConnectionReport:
     models: list[str] = field(default_factory=list)
     # By model name, for servers that describe their models (Ollama).
     details: dict[str, ModelDetails] = field(default_factory=dict)
+    # Whether the model reads images, when the server says so (Ollama); None: not told.
+    reads_images: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +145,14 @@ class Backend(Protocol):
     config: BackendConfig
 
     def generate(self, turns: list[Turn], params: SamplingParams) -> Completion: ...
+
+    def check(self) -> ConnectionReport: ...
+
+
+class Transcriber(Protocol):
+    config: BackendConfig
+
+    def transcribe(self, audio: bytes, content_type: str, language: str | None = None) -> Transcript: ...
 
     def check(self) -> ConnectionReport: ...
 

@@ -1,6 +1,7 @@
 """Ollama's /api/chat, through the official `ollama` client."""
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import httpx
 
@@ -10,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .base import (
     BackendConfig,
+    BackendError,
     BackendRejected,
     Completion,
     ConnectionReport,
@@ -46,7 +48,10 @@ class OllamaBackend:
             "num_predict": params.max_new_tokens,
             "repeat_penalty": params.repetition_penalty,
         }
-        messages = [{"role": turn.role, "content": turn.content} for turn in turns]
+        # The client sends bytes as the base64 strings Ollama's `images` takes.
+        messages = [{"role": turn.role, "content": turn.content,
+                     **({"images": [image.data for image in turn.images]} if turn.images else {})}
+                    for turn in turns]
         # Sent only when the preset says; the model's thinking, if any, arrives apart from
         # the answer (message.thinking) and is dropped here.
         think = {} if params.think is None else {"think": params.think}
@@ -76,7 +81,13 @@ class OllamaBackend:
             return [entry.model for entry in entries]
 
         report = checked(self, installed_models, details=details)
-        if not report.ok and report.models:
+        if report.ok:
+            try:
+                reads = self.reads_images()
+            except BackendError:
+                reads = None  # the model is there; whether it reads images is told when it answers
+            return replace(report, reads_images=reads)
+        if report.models:
             return ConnectionReport(
                 ok=False, latency_ms=report.latency_ms, models=report.models, details=report.details,
                 detail=format_lazy("{} {}", report.detail, format_lazy(
@@ -84,6 +95,15 @@ class OllamaBackend:
                     model=self.config.model)),
             )
         return report
+
+    def reads_images(self) -> bool:
+        """Whether the model says it reads images: "vision" among its capabilities (/api/show).
+
+        An older Ollama that names no capabilities has its models count as text-only.
+        """
+        with self._errors():
+            capabilities = self.client.show(self.config.model).capabilities or []
+        return "vision" in capabilities
 
     def pull(self, model: str) -> Iterator[PullProgress]:
         """Downloads `model` onto the server, yielding its progress lines until "success".

@@ -22,16 +22,12 @@ from .base import (
 class OpenAICompatBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self.client = httpx.Client(
-            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=http_timeout(config.timeout),
-            follow_redirects=False, event_hooks={"response": [refuse_redirects]},
-        )
+        self.client = openai_client(config)
 
     def generate(self, turns: list[Turn], params: SamplingParams) -> Completion:
         body = {
             "model": self.config.model,
-            "messages": [{"role": turn.role, "content": turn.content} for turn in turns],
+            "messages": [{"role": turn.role, "content": message_content(turn)} for turn in turns],
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
@@ -57,14 +53,14 @@ class OpenAICompatBackend:
         def served_models() -> list[str]:
             with self._errors():
                 response = self.client.get("models")
-                _raise_for_status(response)
+                raise_for_status(response)
                 return [entry.get("id", "") for entry in response.json().get("data", [])]
 
         return checked(self, served_models)
 
     def _post_json(self, path: str, body: dict) -> dict:
         response = self.client.post(path, json=body)
-        _raise_for_status(response)
+        raise_for_status(response)
         return response.json()
 
     @contextmanager
@@ -76,7 +72,26 @@ class OpenAICompatBackend:
                 raise BackendRejected("The server's answer is not JSON") from None
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def openai_client(config: BackendConfig) -> httpx.Client:
+    """An httpx client on the server's /v1 URL, with its key, our deadline and no redirects."""
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    return httpx.Client(
+        base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=http_timeout(config.timeout),
+        follow_redirects=False, event_hooks={"response": [refuse_redirects]},
+    )
+
+
+def message_content(turn: Turn) -> str | list[dict]:
+    """Plain text, or with images OpenAI's content parts: the text, then each image as a data URL."""
+    if not turn.images:
+        return turn.content
+    parts: list[dict] = [{"type": "text", "text": turn.content}] if turn.content else []
+    parts += [{"type": "image_url", "image_url": {"url": image.data_url()}} for image in turn.images]
+    return parts
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """An OpenAI-style error answer as a BackendError of its status's kind."""
     if response.is_success:
         return
     try:

@@ -48,6 +48,12 @@ class ReplicateBackend:
         }
         if system:
             payload["system_prompt"] = system
+        images = [image for turn in turns for image in turn.images]
+        if images and self.config.image_input:
+            # One image input per model: the newest image. A data URL, not a file object: the
+            # client would upload a file to Replicate's file storage, where it outlives the
+            # prediction (and with `model=` it ignores file_encoding_strategy="base64").
+            payload[self.config.image_input] = images[-1].data_url()
         # Replicate's own wait has no deadline, so we poll against ours and cancel past it.
         deadline = time.monotonic() + self.config.timeout
         with self._errors():

@@ -1,5 +1,10 @@
 """A fake Ollama server (``/api/chat``, ``/api/tags``, ``/api/show``, ``/api/pull`` ...).
 
+Messages' ``images`` (base64) are decoded as images; models named in
+``vision_models`` have the ``vision`` capability and begin their answer with
+what they saw ("I see an image 4x3 PNG. "); others ignore images, as Ollama
+does for a text-only model.
+
 Use it with the real client: ``ollama.Client(host=fake.url)``.  Answers come
 from ``fake.responder(messages, options) -> str``; streamed answers are sent
 as NDJSON chunks exactly like Ollama does.  ``/api/pull`` streams Ollama's
@@ -22,7 +27,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .base import FakeServer, RecordedRequest, Response, json_response, route, text_response
-from .llm import count_tokens, echo_chat, prompt_text, split_tokens, truncate
+from .llm import (
+    BadImage,
+    count_tokens,
+    decode_base64,
+    echo_chat,
+    image_label,
+    prompt_text,
+    seen_images,
+    split_tokens,
+    truncate,
+)
 
 NDJSON_TYPE = "application/x-ndjson"
 VERSION = "0.9.0"
@@ -68,6 +83,7 @@ class FakeOllama(FakeServer):
         responder: ChatResponder | None = None,
         chunk_interval: float = 0.0,
         thinking_models: tuple[str, ...] | list[str] = (),
+        vision_models: tuple[str, ...] | list[str] = (),
     ):
         super().__init__()
         self.models = [normalize_model(name) for name in models]
@@ -79,6 +95,8 @@ class FakeOllama(FakeServer):
         # their reasoning, returned apart (think on), left out (think off), or left in the
         # content (think not sent, as older Ollama did). Others refuse `think: true`.
         self.thinking_models = [normalize_model(name) for name in thinking_models]
+        # Models with the "vision" capability: they read the messages' images.
+        self.vision_models = [normalize_model(name) for name in vision_models]
         # What /api/pull can fetch: None is any name (the real library has most); else these.
         self.library: set[str] | None = None
         # Progress lines per layer of a pull.
@@ -101,6 +119,10 @@ class FakeOllama(FakeServer):
     def error_body(self, status: int, message: str | None = None) -> dict:
         defaults = {429: "too many requests", 500: "llama runner process has terminated"}
         return {"error": message or defaults.get(status, "error")}
+
+    def capabilities(self, model: str) -> list[str]:
+        return (["completion"] + (["vision"] if model in self.vision_models else [])
+                + (["thinking"] if model in self.thinking_models else []))
 
     # -- endpoints -------------------------------------------------------------
 
@@ -139,8 +161,7 @@ class FakeOllama(FakeServer):
                     "general.parameter_count": _parameter_count(details["parameter_size"]),
                     f"{details['family']}.context_length": 131072,
                 },
-                "capabilities": ["completion", "thinking"] if normalize_model(name) in self.thinking_models
-                else ["completion"],
+                "capabilities": self.capabilities(normalize_model(name)),
                 "modified_at": entry["modified_at"],
             },
         )
@@ -158,6 +179,11 @@ class FakeOllama(FakeServer):
         problem = _check_messages(body.get("messages")) or _check_options(body.get("options"))
         if problem:
             return _ollama_error(400, problem)
+        try:
+            labels = _image_labels(body.get("messages") or [])
+        except BadImage as exc:
+            return _ollama_error(400, str(exc))
+        seen = seen_images(labels) if normalize_model(name) in self.vision_models else ""
         think = body.get("think")
         if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
             return _ollama_error(400, f"invalid think value: {think!r}")
@@ -171,6 +197,7 @@ class FakeOllama(FakeServer):
         reasoning = _THINK_BLOCK.match(answer) if thinks and think is not None else None
         if reasoning:
             answer, thinking = answer[reasoning.end():], reasoning.group(1).strip() if think else ""
+        answer = seen + answer
         answer, truncated = truncate(answer, options.get("num_predict"))
         final = _final_stats(name, messages, answer, "length" if truncated else "stop", started)
         if body.get("stream", True) is False:
@@ -247,10 +274,12 @@ class FakeOllama(FakeServer):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", action="append", dest="models", help="model to offer (repeatable)")
+        parser.add_argument("--vision-model", action="append", dest="vision_models", default=[],
+                            help="offered model that reads images (repeatable)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FakeOllama:
-        return cls(tuple(args.models or ("gemma3:4b",)))
+        return cls(tuple(args.models or ("gemma3:4b",)), vision_models=tuple(args.vision_models))
 
 
 def _check_messages(messages: Any) -> str | None:
@@ -264,6 +293,19 @@ def _check_messages(messages: Any) -> str | None:
         if not isinstance(message.get("content", ""), str):
             return f"message {index} content must be a string"
     return None
+
+
+def _image_labels(messages: list[dict]) -> list[str]:
+    """Each message's ``images`` decoded, in order, or BadImage."""
+    labels = []
+    for index, message in enumerate(messages):
+        images = message.get("images")
+        if images is None:
+            continue
+        if not isinstance(images, list):
+            raise BadImage(f"message {index} images must be an array of base64 strings")
+        labels += [image_label(decode_base64(image)) for image in images]
+    return labels
 
 
 def _check_options(options: Any) -> str | None:

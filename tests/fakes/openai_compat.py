@@ -2,7 +2,11 @@
 
 Answers come from ``fake.responder(messages, params) -> str`` where
 ``params`` is the request body without ``messages``; ``stream: true`` is
-answered as server-sent events ending with ``data: [DONE]``.
+answered as server-sent events ending with ``data: [DONE]``.  Content parts
+``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``
+are decoded as images: models in ``vision_models`` begin their answer with
+what they saw ("I see an image 4x3 PNG. "); others refuse images, as vLLM
+does for a text-only model.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .base import FakeServer, RecordedRequest, Response, json_response, route
-from .llm import count_tokens, echo_chat, prompt_text, split_tokens, truncate
+from .llm import (
+    BadImage,
+    count_tokens,
+    decode_data_url,
+    echo_chat,
+    image_label,
+    prompt_text,
+    seen_images,
+    split_tokens,
+    truncate,
+)
 
 SSE_TYPE = "text/event-stream; charset=utf-8"
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -57,9 +71,11 @@ class FakeOpenAICompat(FakeServer):
         *,
         responder: ChatResponder | None = None,
         chunk_interval: float = 0.0,
+        vision_models: tuple[str, ...] | list[str] = (),
     ):
         super().__init__()
         self.models = list(models)
+        self.vision_models = list(vision_models)
         self.api_key = api_key
         # Replaceable: fake.responder = lambda messages, params: "..."
         self.responder: ChatResponder = responder or echo_chat
@@ -111,10 +127,16 @@ class FakeOpenAICompat(FakeServer):
         problem = _check_messages(body.get("messages")) or _check_params(body)
         if problem:
             return problem
+        try:
+            labels = _image_labels(body["messages"])
+        except BadImage as exc:
+            return openai_error(400, str(exc), param="messages")
+        if labels and model not in self.vision_models:
+            return openai_error(400, f"{model} is not a multimodal model: it does not accept images", param="messages")
         messages = body["messages"]
         params = {key: value for key, value in body.items() if key != "messages"}
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        answer, truncated = truncate(self.responder(messages, params), limit)
+        answer, truncated = truncate(seen_images(labels) + self.responder(messages, params), limit)
         reason = "length" if truncated else "stop"
         completion_id = f"chatcmpl-{secrets.token_hex(12)}"
         usage = _usage(messages, answer)
@@ -200,6 +222,24 @@ def _check_messages(messages: Any) -> Response | None:
         if not isinstance(message.get("content"), (str, list)):
             return openai_error(400, f"Invalid content in messages[{index}]", param=f"messages.[{index}].content")
     return None
+
+
+def _image_labels(messages: list[dict]) -> list[str]:
+    """Every content part's image decoded, in order, or BadImage for a malformed part."""
+    labels = []
+    for index, message in enumerate(messages):
+        content = message["content"]
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind != "image_url":
+                raise BadImage(f"messages[{index}]: a content part must be text or image_url, not {part!r:.80}")
+            image_url = part.get("image_url")
+            url = image_url.get("url") if isinstance(image_url, dict) else None
+            content_type, data = decode_data_url(url)
+            labels.append(image_label(data, content_type=content_type))
+    return labels
 
 
 def _check_params(body: dict) -> Response | None:

@@ -3,7 +3,9 @@
 Use it with the real client: ``replicate.Client(api_token=..., base_url=fake.url)``.
 Predictions move starting -> processing -> succeeded as they are polled, or
 finish at once when the request says ``Prefer: wait``.  Output is a list of
-string tokens, as Replicate's language models return it.
+string tokens, as Replicate's language models return it.  A model named in
+``image_inputs`` has that image input in its schema (a URI); a data URL sent
+there is decoded as an image and the answer begins with what the model saw.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 
 from .base import FakeServer, RecordedRequest, Response, json_response, route
-from .llm import count_tokens, echo_prompt, split_tokens, truncate
+from .llm import BadImage, count_tokens, decode_data_url, echo_prompt, image_label, seen_images, split_tokens, truncate
 
 PromptResponder = Callable[[dict], str]
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -75,9 +77,17 @@ def _problem(status: int, detail: str, title: str | None = None) -> Response:
     return json_response(status, body)
 
 
-@lru_cache(maxsize=1)
-def _input_validator() -> Draft7Validator:
-    return Draft7Validator(INPUT_SCHEMA)
+def input_schema(image_input: str | None = None) -> dict[str, Any]:
+    """A language model's input schema, with an image input for a vision model."""
+    if image_input is None:
+        return INPUT_SCHEMA
+    image = {"type": "string", "format": "uri", "title": image_input.title()}
+    return {**INPUT_SCHEMA, "properties": {**INPUT_SCHEMA["properties"], image_input: image}}
+
+
+@lru_cache(maxsize=16)
+def _input_validator(image_input: str | None = None) -> Draft7Validator:
+    return Draft7Validator(input_schema(image_input))
 
 
 @dataclass
@@ -102,9 +112,12 @@ class FakeReplicate(FakeServer):
         *,
         responder: PromptResponder | None = None,
         polls_until_done: int = 1,
+        image_inputs: dict[str, str] | None = None,
     ):
         super().__init__()
         self.api_token = api_token
+        # Vision models: owner/name -> the name of their image input.
+        self.image_inputs = dict(image_inputs or {})
         chosen = models if models is not None else {"google/gemma-3-4b-it": None}
         self.models: dict[str, str] = {name: version or version_id_for(name) for name, version in chosen.items()}
         # Replaceable: fake.responder = lambda input: "..."
@@ -196,11 +209,20 @@ class FakeReplicate(FakeServer):
         inputs = body.get("input")
         if not isinstance(inputs, dict):
             return _problem(422, "- input: Invalid type. Expected: object", "Input validation failed")
-        problems = sorted(_input_validator().iter_errors(inputs), key=lambda e: list(map(str, e.path)))
+        image_input = self.image_inputs.get(model)
+        problems = sorted(_input_validator(image_input).iter_errors(inputs), key=lambda e: list(map(str, e.path)))
         if problems:
             detail = "\n".join(f"- {'.'.join(['input', *map(str, e.path)])}: {e.message}" for e in problems)
             return _problem(422, detail, "Input validation failed")
-        answer, _ = truncate(self.responder(dict(inputs)), inputs.get("max_new_tokens", inputs.get("max_tokens")))
+        seen = ""
+        if image_input is not None and image_input in inputs:
+            try:
+                content_type, data = decode_data_url(inputs[image_input])
+                seen = seen_images([image_label(data, content_type=content_type)])
+            except BadImage as exc:
+                return _problem(422, f"- input.{image_input}: {exc}", "Input validation failed")
+        answer, _ = truncate(seen + self.responder(dict(inputs)),
+                             inputs.get("max_new_tokens", inputs.get("max_tokens")))
         prediction_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
         urls = {
             "get": f"{self.url}/v1/predictions/{prediction_id}",
@@ -308,7 +330,8 @@ class FakeReplicate(FakeServer):
                 "openapi": "3.0.2",
                 "info": {"title": "Cog", "version": "0.1.0"},
                 "paths": {},
-                "components": {"schemas": {"Input": INPUT_SCHEMA, "Output": OUTPUT_SCHEMA}},
+                "components": {"schemas": {"Input": input_schema(self.image_inputs.get(model)),
+                                           "Output": OUTPUT_SCHEMA}},
             },
         }
 
