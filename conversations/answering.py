@@ -1,6 +1,7 @@
 """Answering a message: claim it, generate once, deliver to LINE in resumable calls."""
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from django.conf import settings
 from django.db import IntegrityError
@@ -245,7 +246,8 @@ def masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Tu
         if backend.is_local or not chat.channel.mask_before_cloud:
             return turns
         kinds = selectors.masking_kinds()
-        return [Turn(turn.role, mask_pii(turn.content, kinds=kinds).text) for turn in turns]
+        # replace(), not a new Turn: a turn's images go with it.
+        return [replace(turn, content=mask_pii(turn.content, kinds=kinds).text) for turn in turns]
 
     return prepare
 
