@@ -35,6 +35,26 @@ def test_list_and_get_backends_without_their_keys(api, cloud, backend):
     assert api.get(f"/api/v1/backends/{backend.pk}/").json()["has_api_key"] is False
 
 
+def test_backends_show_their_limit_and_the_answers_in_flight(api, cloud, backend):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from models_registry.models import GenerationSlot
+
+    later = timezone.now() + timedelta(seconds=30)
+    GenerationSlot.objects.create(backend=backend, holder="a", expires_at=later)
+    GenerationSlot.objects.create(backend=backend, holder="b", expires_at=later)
+    GenerationSlot.objects.create(backend=backend, holder="gone", expires_at=timezone.now() - timedelta(seconds=1))
+    ModelBackend.objects.filter(pk=cloud.pk).update(max_concurrency=16)
+    listed = {b["name"]: b for b in api.get("/api/v1/backends/").json()["results"]}
+    assert (listed["Local Ollama"]["in_flight"], listed["Local Ollama"]["max_concurrency"],
+            listed["Local Ollama"]["concurrency_limit"]) == (2, None, 4)
+    assert (listed["Replicate"]["in_flight"], listed["Replicate"]["concurrency_limit"]) == (0, 16)
+    changed = api.patch(f"/api/v1/backends/{backend.pk}/", {"max_concurrency": 32}, format="json")
+    assert changed.status_code == 200 and changed.json()["concurrency_limit"] == 32
+
+
 def test_filter_backends(api, cloud, backend):
     assert [b["name"] for b in api.get("/api/v1/backends/", {"is_local": "false"}).json()["results"]] == ["Replicate"]
     assert api.get("/api/v1/backends/", {"kind": "nonsense"}).status_code == 400
@@ -59,6 +79,8 @@ def test_create_a_backend_stores_the_key_and_audits_without_it(api, superuser):
     ({"base_url": "not a url"}, {"base_url": ["Enter a valid URL."]}),
     ({"kind": "gpt"}, {"kind": ['"gpt" is not a valid choice.']}),
     ({"name": ""}, {"name": ["This field may not be blank."]}),
+    ({"max_concurrency": 0}, {"max_concurrency": ["Ensure this value is greater than or equal to 1."]}),
+    ({"max_concurrency": 513}, {"max_concurrency": ["Ensure this value is less than or equal to 512."]}),
 ])
 def test_invalid_backends_are_refused_field_by_field(api, fields, errors):
     response = api.post("/api/v1/backends/", new_backend(**fields), format="json")

@@ -46,6 +46,19 @@ def test_backend_list_shows_local_and_cloud_badges(admin_client, backend):
     assert 'badge-local' in page and 'badge-cloud' in page
 
 
+def test_backend_list_shows_the_answers_in_flight_beside_the_limit(admin_client, backend):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from models_registry.models import GenerationSlot
+
+    ModelBackend.objects.filter(pk=backend.pk).update(max_concurrency=8)
+    GenerationSlot.objects.create(backend=backend, holder="x", expires_at=timezone.now() + timedelta(seconds=30))
+    page = admin_client.get("/admin/models_registry/modelbackend/").content.decode()
+    assert '<td class="field-answers_in_flight">1 / 8</td>' in page
+
+
 def test_duplicate_preset(admin_client, preset):
     admin_client.post("/admin/models_registry/samplingpreset/",
                       {"action": "duplicate", "_selected_action": [preset.pk]})
