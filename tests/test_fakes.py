@@ -135,6 +135,26 @@ def test_base_fail_next_and_delay(echo_fake, http):
         echo_fake.count("thingz")
 
 
+def test_base_capacity_serves_at_most_n_at_once_and_hold_answers_late(echo_fake):
+    from concurrent.futures import ThreadPoolExecutor
+
+    echo_fake.set_capacity("thing", 2)
+    echo_fake.set_delay("thing", 0.3)
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: httpx.post(f"{echo_fake.url}/things/1", json={}).status_code, range(4)))
+    assert statuses == [200] * 4
+    assert echo_fake.concurrency()["thing"] == {"now": 0, "peak": 2}
+    assert time.monotonic() - started >= 0.6, "the other two waited their turn"
+    assert all(request.answered_at >= request.received_at for request in echo_fake.requests)
+
+    echo_fake.reset()
+    echo_fake.hold_response("thing", 0.5)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{echo_fake.url}/things/1", json={}, timeout=0.1)
+    assert echo_fake.count("thing") == 1, "handled before the hold: the client never learns"
+
+
 def test_base_redirect_and_quoted_authorization_modes(echo_fake, http):
     echo_fake.redirect_to("http://127.0.0.1:9/", status=302)
     bounced = http.post(f"{echo_fake.url}/things/1?a=1", json={})
