@@ -72,7 +72,11 @@ def _queue_what_waited(turn: claims.Turn) -> None:
 
 def answer_turn(*, turn: claims.Turn) -> None:
     """Generates and sends the answer to one claimed turn, at most once."""
-    message = Message.objects.select_related("chat__channel").get(pk=turn.lead_id)
+    if turn.chat is None:
+        message = Message.objects.select_related("chat__channel").get(pk=turn.lead_id)
+    else:
+        message = Message.objects.get(pk=turn.lead_id)
+        message.chat = turn.chat
     earlier = [pk for pk in turn.message_ids if pk != message.pk]
     chat = message.chat
     if message.command == Command.FORGETME_CONFIRMED:

@@ -43,8 +43,9 @@ class Turn:
     claim: str
     message_ids: tuple[int, ...]
     backend_id: int | None
-    # The chat's preset when the turn was claimed (what its slot was taken for).
-    preset: SamplingPreset | None = field(default=None, compare=False)
+    # The chat (with its channel) and its preset as read when the turn was claimed.
+    chat: Chat | None = field(default=None, compare=False, repr=False)
+    preset: SamplingPreset | None = field(default=None, compare=False, repr=False)
 
     @property
     def lead_id(self) -> int:
@@ -88,7 +89,7 @@ def claim_turn(*, chat_id: int, now: datetime | None = None) -> tuple[Outcome, T
         Message.objects.filter(id__in=message_ids, status=Status.PENDING).update(
             status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=now)
     return Outcome.CLAIMED, Turn(chat_id=chat_id, claim=claim, message_ids=message_ids,
-                                 backend_id=backend.pk if backend else None, preset=preset)
+                                 backend_id=backend.pk if backend else None, chat=chat, preset=preset)
 
 
 def _needs_model(first: tuple) -> bool:
