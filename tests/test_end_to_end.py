@@ -75,16 +75,7 @@ def running_bot(fakes):
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            assert all(p.poll() is None for p in processes), "a process exited early"
-            time.sleep(0.2)
+        wait_until_serving(base, processes)
         yield base, line_api
     finally:
         for process in processes:
@@ -97,6 +88,19 @@ def running_bot(fakes):
                 output, _ = process.communicate()
             if b"Traceback" in output:
                 print(output.decode(errors="replace"))
+
+
+def wait_until_serving(base: str, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "gunicorn did not start"
+        assert all(p.poll() is None for p in processes), "a process exited early"
+        time.sleep(0.2)
 
 
 def post_signed(base: str, *events) -> httpx.Response:
@@ -155,15 +159,7 @@ def test_a_worker_killed_with_many_answers_in_flight_loses_none_and_doubles_none
     cluster = start_qcluster(env)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, [web, cluster])
         for number in range(10):
             event = ev.text_message_event(f"in flight {number}", user_id=f"U{number:032x}")
             assert post_signed(base, event).status_code == 200

@@ -19,7 +19,7 @@ from conversations.simulator.models import EmulatorCall, SimulatedChat
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 from tests.fakes.line_api import FakeLineAPI
 from tests.fakes.ollama import FakeOllama
-from tests.test_end_to_end import ROOT, database_url, free_port
+from tests.test_end_to_end import ROOT, database_url, free_port, wait_until_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -45,15 +45,7 @@ def site():
         ]
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "no server"
-                time.sleep(0.2)
+            wait_until_serving(base, processes)
             yield base, line_api
         finally:
             for process in processes:
