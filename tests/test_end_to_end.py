@@ -183,3 +183,37 @@ def test_a_worker_killed_with_many_answers_in_flight_loses_none_and_doubles_none
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL) if process is cluster else process.kill()
             process.wait(timeout=10)
+
+
+def test_a_worker_stopped_gracefully_finishes_its_answers_in_flight_first(fakes):
+    """SIGTERM, as `manage.py serve` or a deploy sends it: the cluster's workers drain their
+    answering threads before they exit, so nothing is left for the sweeper."""
+    line_api, ollama_server = fakes
+    backend = ModelBackend.objects.create(name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url,
+                                          model="gemma3:4b", max_concurrency=8)
+    SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
+    LineChannel.objects.create(name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN,
+                               is_default=True)
+    env = {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
+           "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "1", "Q_SYNC": "", "PYTHONUNBUFFERED": "1"}
+    ollama_server.set_delay("chat", 3)
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}"],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster = start_qcluster(env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(base, [web, cluster])
+        for number in range(3):
+            event = ev.text_message_event(f"drained {number}", user_id=f"U{number:032x}")
+            assert post_signed(base, event).status_code == 200
+        ollama_server.wait_for(lambda fake: fake.count("chat") >= 3, timeout=60)
+        cluster.send_signal(signal.SIGTERM)
+        assert cluster.wait(timeout=30) is not None
+        assert sorted(line_api.delivered_texts()) == sorted(f"echo: drained {n}" for n in range(3))
+        assert set(Message.objects.filter(direction="in").values_list("status", flat=True)) == {Status.REPLIED}
+    finally:
+        for process in (web, cluster):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL) if process is cluster else process.kill()
+            process.wait(timeout=10)
