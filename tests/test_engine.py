@@ -126,7 +126,8 @@ def test_the_lead_is_cut_at_an_answer_a_dead_run_already_stored(first_message_he
     what came later gets its own turn."""
     answer = Message.objects.create(chat_id=first_message_held.chat_id, direction=Direction.OUT, text="stored",
                                     reply_to_id=first_message_held.lead_id, event_at=timezone.now(),
-                                    status=Status.PENDING, status_changed_at=timezone.now(), backend_id=1)
+                                    status=Status.PENDING, status_changed_at=timezone.now(),
+                                    backend_id=first_message_held.backend_id)
     Chat.objects.update(answering_claim="", answering_until=None)
     Message.objects.filter(pk=first_message_held.lead_id).update(status=Status.PENDING)
     webhook.post(ev.text_message_event("later"))
