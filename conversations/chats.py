@@ -62,7 +62,8 @@ def retry_messages(*, message_ids: list[int], actor) -> int:
         for message_id in ids:
             audit.record(action=AuditAction.RETRY, actor=actor, target_type="message", target_id=message_id)
             retried.append(message_id)
-        transaction.on_commit(lambda: [queue.enqueue_reply(message_id=i) for i in retried], robust=True)
+        for message_id in retried:
+            queue.enqueue_after_commit(queue.REPLY_TASK, message_id)
     return len(retried)
 
 

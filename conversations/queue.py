@@ -79,7 +79,11 @@ def enqueue(func: str, *args) -> None:
 
 
 def enqueue_reply(*, message_id: int) -> None:
-    enqueue(REPLY_TASK, message_id)
+    """Queues a reply task now (from a worker or the sweeper); held if the broker refuses it."""
+    if Conf.SYNC:
+        enqueue(REPLY_TASK, message_id)
+    else:
+        _enqueue_or_hold(REPLY_TASK, (message_id,))
 
 
 def enqueue_after_commit(func: str, *args) -> None:
