@@ -294,7 +294,7 @@ class Stack:
         ...
     """
 
-    def __init__(self, name: str, *, workers: int = 4, web_workers: int = 2, validate_line: bool = True,
+    def __init__(self, name: str, *, workers: int | None = 4, web_workers: int = 2, validate_line: bool = True,
                  keep: bool = False, extra_env: dict | None = None) -> None:
         self.name = name
         self.db, self.broker = STACKS[name]
@@ -347,7 +347,8 @@ class Stack:
             "LINE_CHANNEL_ACCESS_TOKEN": ACCESS_TOKEN,
             "OLLAMA_HOST": self.ollama.url,
             "Q_CLUSTER_QUEUE": self.queue,
-            "Q_WORKERS": str(self.q_workers),
+            # None: the app's default, as `make run` has it.
+            **({"Q_WORKERS": str(self.q_workers)} if self.q_workers else {}),
             "ADMIN_PASSWORD": "bench-admin-password",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SETTINGS_MODULE": "linebot_site.settings",
@@ -370,7 +371,8 @@ class Stack:
     def start_web(self) -> None:
         self.port = free_port()
         self.gunicorn = spawn(
-            [PYTHON, "-m", "gunicorn", "linebot_site.wsgi", "--workers", str(self.web_workers),
+            # --preload: the workers share the loaded app, as under `manage.py serve`.
+            [PYTHON, "-m", "gunicorn", "linebot_site.wsgi", "--workers", str(self.web_workers), "--preload",
              "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning"],
             env=self.env, log=self.tmp / "gunicorn.log",
         )

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 # prctl(PR_SET_PDEATHSIG): a child left behind by a supervisor killed outright still stops.
 PR_SET_PDEATHSIG = 1
+# prctl(PR_SET_NAME): a forked child shows its role in ps and top, not the supervisor's command.
+PR_SET_NAME = 15
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -33,14 +35,14 @@ class Child:
 class Forked:
     """A function running in a forked child, with the little of Popen's interface used here."""
 
-    def __init__(self, target: Callable[[], int | None], *, cwd: str) -> None:
-        self.args = [getattr(target, "__name__", "forked")]
+    def __init__(self, target: Callable[[], int | None], *, name: str, cwd: str) -> None:
+        self.args = [name]
         self.returncode: int | None = None
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns
-            os._exit(_run_forked(target, cwd=cwd))
+            os._exit(_run_forked(target, name=name, cwd=cwd))
         self.pid = pid
         try:  # also here: the parent may signal the group before the child has made it
             os.setpgid(pid, pid)
@@ -70,13 +72,15 @@ class Forked:
             os.kill(self.pid, signum)
 
 
-def _run_forked(target: Callable[[], int | None], *, cwd: str) -> int:
+def _run_forked(target: Callable[[], int | None], *, name: str, cwd: str) -> int:
     try:
         os.setpgid(0, 0)
         # Inherited from the supervisor, whose handlers only record a stop request.
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         _prepare_child()
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15])
         os.chdir(cwd)
         status = target()
     except SystemExit as stop:
@@ -104,7 +108,7 @@ def supervise(*, commands: dict[str, list[str] | Callable[[], int | None]], cwd:
     give_back_terminal = _take_terminal()
     children: list[Child] = []
     try:
-        children = [Child(name, _start(command, cwd=cwd)) for name, command in commands.items()]
+        children = [Child(name, _start(command, name=name, cwd=cwd)) for name, command in commands.items()]
         return _wait(children, requested=requested, grace=grace, say=say)
     finally:
         for child in children:
@@ -145,9 +149,9 @@ def _wait(children: list[Child], *, requested: list[int], grace: float, say: Cal
     return 1 if failed or killed else 0
 
 
-def _start(command: list[str] | Callable[[], int | None], *, cwd: str) -> "subprocess.Popen | Forked":
+def _start(command: list[str] | Callable[[], int | None], *, name: str, cwd: str) -> "subprocess.Popen | Forked":
     if callable(command):
-        return Forked(command, cwd=cwd)
+        return Forked(command, name=name, cwd=cwd)
     return subprocess.Popen(command, cwd=cwd, process_group=0, preexec_fn=_prepare_child)
 
 
