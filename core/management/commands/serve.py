@@ -16,6 +16,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.core.servers.basehttp import get_internal_wsgi_application
 from django.db import connections
+from django.urls import get_resolver
+from django.utils import translation
 
 from core.supervisor import supervise
 
@@ -60,6 +62,12 @@ def preload():
     application = get_internal_wsgi_application()  # the wsgi module also loads the URLconf
     for name in settings.PRELOAD_MODULES:
         import_module(name)
+    # What a process would otherwise build at its first request: URL reversal, and the
+    # translation catalogs (each language's, from every app).
+    get_resolver()._populate()
+    for code, _name in settings.LANGUAGES:
+        with translation.override(code):
+            translation.gettext("Home")
     connections.close_all()
     gc.collect()
     gc.freeze()
