@@ -168,7 +168,7 @@ def run_stack(name: str, args) -> dict:
         print_tree("started (nothing served yet)", started)
 
         watcher = h.ReplyWatcher(stack.line)
-        warm = h.make_messages(args.warm, users=users, tag="warm")
+        warm = h.make_messages(args.warm, users=h.user_ids(args.users, seed="warm"), tag="warm")
         h.run_load(stack.port, connections=4, count=200, path="/healthz", method="GET", workdir=stack.tmp)
         h.run_load(stack.port, connections=8, messages=warm, tool=args.loadgen, workdir=stack.tmp)
         if not watcher.wait_for([m.reply for m in warm], timeout=180, procs=[serve]):
@@ -219,7 +219,9 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=10000, help="messages in the burst (default 10000)")
     parser.add_argument("--warm", type=int, default=200, help="warm-up messages before the idle figure (default 200)")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent connections (default 50)")
-    parser.add_argument("--users", type=int, default=50, help="distinct LINE users (default 50)")
+    parser.add_argument("--users", type=int, default=1000,
+                        help="distinct LINE users (default 1000: 10 messages each, within the default per-user "
+                             "limit of 20 in 10 minutes, past which messages are skipped, not answered)")
     parser.add_argument("--settle", type=float, default=5, help="seconds left alone before a figure (default 5)")
     parser.add_argument("--deadline", type=float, default=900, help="seconds to wait for every reply (default 900)")
     parser.add_argument("--loadgen", choices=["python", "wrk"], default="python",
