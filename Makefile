@@ -54,6 +54,7 @@ bench: install .env.local
 	$(BIN)/python bench/admin_pages.py --database postgres
 	$(BIN)/python bench/compliance.py
 	$(BIN)/python bench/pii_masking.py
+	$(BIN)/python bench/memory.py
 
 # Records the installed versions as the tested ones. After changing pyproject.toml:
 # `$(BIN)/python -m pip install -U -e '.[test]'`, `make test`, then this.

@@ -347,6 +347,7 @@ class Stack:
             "LINE_CHANNEL_ACCESS_TOKEN": ACCESS_TOKEN,
             "OLLAMA_HOST": self.ollama.url,
             "Q_CLUSTER_QUEUE": self.queue,
+            # None: the app's default, as `make run` has it.
             **({"Q_WORKERS": str(self.q_workers)} if self.q_workers else {}),
             "ADMIN_PASSWORD": "bench-admin-password",
             "PYTHONUNBUFFERED": "1",
@@ -370,7 +371,8 @@ class Stack:
     def start_web(self) -> None:
         self.port = free_port()
         self.gunicorn = spawn(
-            [PYTHON, "-m", "gunicorn", "linebot_site.wsgi", "--workers", str(self.web_workers),
+            # --preload: the workers share the loaded app, as under `manage.py serve`.
+            [PYTHON, "-m", "gunicorn", "linebot_site.wsgi", "--workers", str(self.web_workers), "--preload",
              "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning"],
             env=self.env, log=self.tmp / "gunicorn.log",
         )

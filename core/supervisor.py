@@ -1,5 +1,9 @@
 """Runs the web server and the task worker side by side; one Ctrl-C stops both, once.
 
+A child is a command (run in a new interpreter) or a function run in a forked copy of
+this process: forked children share every page this process loaded before the fork, so
+what the web server and the task cluster both import is in memory once (`manage.py serve`).
+
 Each child gets a process group of its own, so a signal meant for the whole terminal
 reaches only this supervisor, which forwards SIGTERM to each child exactly once: django-q2's
 cluster re-enters its stop handler on every further signal (a second SIGINT to its group, a
@@ -11,23 +15,89 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
 # prctl(PR_SET_PDEATHSIG): a child left behind by a supervisor killed outright still stops.
 PR_SET_PDEATHSIG = 1
+# prctl(PR_SET_NAME): a forked child shows its role in ps and top, not the supervisor's command.
+PR_SET_NAME = 15
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
 class Child:
     name: str
-    process: subprocess.Popen
+    process: "subprocess.Popen | Forked"
 
 
-def supervise(*, commands: dict[str, list[str]], cwd: str, grace: float = 30.0,
+class Forked:
+    """A function running in a forked child, with the little of Popen's interface used here."""
+
+    def __init__(self, target: Callable[[], int | None], *, name: str, cwd: str) -> None:
+        self.args = [name]
+        self.returncode: int | None = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os._exit(_run_forked(target, name=name, cwd=cwd))
+        self.pid = pid
+        try:  # also here: the parent may signal the group before the child has made it
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+
+def _run_forked(target: Callable[[], int | None], *, name: str, cwd: str) -> int:
+    try:
+        os.setpgid(0, 0)
+        # Inherited from the supervisor, whose handlers only record a stop request.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        _prepare_child()
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15])
+        os.chdir(cwd)
+        status = target()
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return status or 0
+
+
+def supervise(*, commands: dict[str, list[str] | Callable[[], int | None]], cwd: str, grace: float = 30.0,
               say: Callable[[str], None] = print) -> int:
-    """Starts each command and waits; returns 0 when a stop signal ended them all cleanly.
+    """Starts each command (argv, or a function to run forked) and waits; returns 0 when a stop
+    signal ended them all cleanly.
 
     The first SIGINT/SIGTERM/SIGHUP sends SIGTERM to each child (gunicorn and qcluster both
     stop gracefully on it); a second one, or `grace` seconds without an end, kills what is
@@ -38,7 +108,7 @@ def supervise(*, commands: dict[str, list[str]], cwd: str, grace: float = 30.0,
     give_back_terminal = _take_terminal()
     children: list[Child] = []
     try:
-        children = [Child(name, _start(command, cwd=cwd)) for name, command in commands.items()]
+        children = [Child(name, _start(command, name=name, cwd=cwd)) for name, command in commands.items()]
         return _wait(children, requested=requested, grace=grace, say=say)
     finally:
         for child in children:
@@ -79,7 +149,9 @@ def _wait(children: list[Child], *, requested: list[int], grace: float, say: Cal
     return 1 if failed or killed else 0
 
 
-def _start(command: list[str], *, cwd: str) -> subprocess.Popen:
+def _start(command: list[str] | Callable[[], int | None], *, name: str, cwd: str) -> "subprocess.Popen | Forked":
+    if callable(command):
+        return Forked(command, name=name, cwd=cwd)
     return subprocess.Popen(command, cwd=cwd, process_group=0, preexec_fn=_prepare_child)
 
 
@@ -91,7 +163,7 @@ def _prepare_child() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _kill_group(process: "subprocess.Popen | Forked") -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -99,7 +171,7 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _reap_group(process: subprocess.Popen) -> None:
+def _reap_group(process: "subprocess.Popen | Forked") -> None:
     """Gunicorn's and django-q2's own children end with them; anything left in the group goes."""
     try:
         os.killpg(process.pid, signal.SIGKILL)

@@ -287,7 +287,8 @@ LINEBOT = {
 REDIS_URL = os.environ.get("REDIS_URL", "")
 Q_CLUSTER = {
     "name": os.environ.get("Q_CLUSTER_QUEUE", "linebot"),
-    "workers": int(os.environ.get("Q_WORKERS", "4")),
+    # Few processes: a worker keeps many answers in flight itself.
+    "workers": int(os.environ.get("Q_WORKERS", "2")),
     # Seconds a task may run; retry must be longer so a slow task is not run twice.
     "timeout": int(os.environ.get("Q_TIMEOUT", "600")),
     "retry": int(os.environ.get("Q_RETRY", "660")),
@@ -310,6 +311,15 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# `manage.py serve` imports these before it forks the web server and the task cluster, so
+# all their processes share one copy: the tasks the workers run and the client libraries
+# those call (line-bot-sdk alone is ~60 MiB). Replicate's client is left to load where used.
+PRELOAD_MODULES = env_list(
+    "PRELOAD_MODULES",
+    "conversations.tasks,models_registry.tasks,linebot.v3.messaging,"
+    "models_registry.backends.ollama,models_registry.backends.openai_compat",
+)
 
 # --- REST API (/api/v1/, see README "REST API") --------------------------------------
 REST_FRAMEWORK = {

@@ -85,6 +85,42 @@ def wait_until_serving(port: int, output, alive) -> None:
         time.sleep(0.3)
 
 
+def process_tree(root: int) -> dict[int, list[int]]:
+    """pid -> its children, for `root` and everything under it."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError):
+            pass
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        tree[pid] = sorted(child for child, parent in parents.items() if parent == pid)
+        todo += tree[pid]
+    return tree
+
+
+def assert_forked_layout(serve: int, *, web_workers: int, q_workers: int) -> None:
+    """gunicorn and the cluster are forks of serve (its command line, its loaded pages), named by role."""
+    tree = process_tree(serve)
+    comm = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in tree}
+    cmdline = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in tree}
+    assert sorted(comm[child] for child in tree[serve]) == ["gunicorn", "qcluster"], comm
+    assert all(line == cmdline[serve] for line in cmdline.values()), "a child is a new interpreter, not a fork"
+    web = next(child for child in tree[serve] if comm[child] == "gunicorn")
+    cluster = next(child for child in tree[serve] if comm[child] == "qcluster")
+    assert len(tree[web]) == web_workers
+    (sentinel,) = tree[cluster]
+    assert len(tree[sentinel]) == q_workers + 2  # and the monitor and the pusher
+    # What serve preloaded is shared, not copied: each web worker's own memory is a small
+    # part of what it maps (with its own imports it would be most of it).
+    for worker in tree[web]:
+        rollup = dict(line.split(":", 1) for line in Path(f"/proc/{worker}/smaps_rollup").read_text().splitlines()[1:])
+        kib = {key: int(value.split()[0]) for key, value in rollup.items()}
+        assert kib["Private_Clean"] + kib["Private_Dirty"] < kib["Rss"] / 3, kib
+
+
 def wait_for_exit(process: subprocess.Popen, output) -> int:
     try:
         return process.wait(timeout=60)
@@ -103,6 +139,7 @@ def test_sigint_to_the_group_stops_server_and_worker_cleanly(run_env, tmp_path):
     output = lambda: log.read_text(errors="replace")  # noqa: E731
     wait_until_serving(port, output, lambda: process.poll() is None)
     assert len(processes_marked(run_env["LINEBOT_RUN_MARKER"])) >= 5  # serve, gunicorn ×2, qcluster and its own
+    assert_forked_layout(process.pid, web_workers=1, q_workers=2)
 
     os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C, to the whole group
 
@@ -217,3 +254,49 @@ def test_a_child_that_exits_stops_the_other(supervisor):
                           "stays": [sys.executable, "-c", "import time; time.sleep(60)"]})
     output = process.communicate(timeout=10)[0].decode()
     assert process.returncode == 1 and "quits exited with status 3; stopping the rest." in output
+
+
+def test_the_web_server_layout():
+    from core.management.commands.serve import gunicorn_options
+
+    options = gunicorn_options(host="127.0.0.1", port=8000, workers=2, threads=1)
+    assert options["worker_class"] == "sync" and options["workers"] == 2
+    assert options["preload_app"] is True and options["max_requests"] == 0
+    threaded = gunicorn_options(host="::1", port=8001, workers=1, threads=8)
+    assert threaded["worker_class"] == "gthread" and threaded["threads"] == 8 and threaded["bind"] == "::1:8001"
+
+
+@pytest.mark.parametrize("argument", [["--web-threads", "0"], ["--web-workers", "0"], ["--port", "70000"]])
+def test_serve_refuses_a_bad_layout(argument):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="at least 1|1-65535"):
+        call_command("serve", *argument)
+
+
+def test_every_module_serve_preloads_exists():
+    from importlib import import_module
+
+    from django.conf import settings
+
+    assert "conversations.tasks" in settings.PRELOAD_MODULES
+    for name in settings.PRELOAD_MODULES:
+        import_module(name)
+
+
+# Client libraries only the task workers use (serve imports them once for all its processes);
+# any other process that loads the site, a management command or a bare gunicorn, does without.
+WORKER_ONLY_MODULES = ["linebot", "ollama", "replicate", "openai", "httpx", "redis", "pydantic"]
+
+
+def test_the_site_and_its_wsgi_app_load_no_worker_client_library(tmp_path):
+    code = ("import json, sys; import linebot_site.wsgi; "
+            f"print(json.dumps(sorted(m for m in {WORKER_ONLY_MODULES!r} if m in sys.modules)))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "linebot_site.settings",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "KEYS_FILE": str(tmp_path / "none"),
+           "SECRET_KEY": secrets.token_urlsafe(50), "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+           "AUDIT_HMAC_KEY": secrets.token_urlsafe(32), "REDIS_URL": ""}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout

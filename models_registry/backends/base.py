@@ -1,4 +1,6 @@
 """What every backend adapter speaks: the turns in, a completion out, and its errors."""
+from __future__ import annotations
+
 import base64
 import json
 import re
@@ -6,12 +8,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import quote
 
-import httpx
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    # httpx is imported by the adapters that use it: every process that loads the models
+    # (each management command, a web process) would otherwise carry it, ~15 MiB.
+    import httpx
 
 Role = Literal["system", "user", "assistant"]
 
@@ -159,6 +165,8 @@ class Transcriber(Protocol):
 
 def http_timeout(seconds: float) -> httpx.Timeout:
     """One deadline for reading, a short one for connecting: a dead host fails fast."""
+    import httpx
+
     return httpx.Timeout(seconds, connect=min(seconds, 5.0))
 
 
@@ -200,6 +208,8 @@ def without_secrets(text: str, *, secret: str) -> str:
 def backend_errors(*, service: str, config: BackendConfig) -> Iterator[None]:
     """What leaves an adapter: network failures as BackendError kinds, and no error
     text, nor exception chain, that reveals the API key."""
+    import httpx
+
     try:
         yield
     except httpx.TimeoutException:
