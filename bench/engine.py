@@ -141,15 +141,54 @@ def run(stack_name: str, args) -> dict:
             sampler = PssSampler([stack.gunicorn, stack.qcluster])
             sampler.start()
 
+            samples: list[tuple[float, int, int]] = []
+            sampling = threading.Event()
+            if args.timeline and stack.db == "sqlite":
+                import sqlite3
+
+                def sample() -> None:
+                    db = sqlite3.connect(f"file:{stack.tmp / 'bench.sqlite3'}?mode=ro", uri=True)
+                    while not sampling.wait(0.2):
+                        now = model._call("GET", "/__fake__/concurrency").get("chat", {}).get("now", 0)
+                        slots = db.execute("SELECT count(*) FROM models_registry_generationslot "
+                                           "WHERE expires_at > datetime('now')").fetchone()[0]
+                        waiting = db.execute("SELECT count(*) FROM conversations_chat "
+                                             "WHERE waiting_for_id IS NOT NULL").fetchone()[0]
+                        samples.append((now, slots, waiting))
+
+                threading.Thread(target=sample, daemon=True).start()
             users = h.user_ids(args.users, seed=uuid.uuid4().hex[:6])
             burst = [one_to_one(i, 0, user) for i, user in enumerate(users)]
             started = time.time()
-            h.run_load(stack.port, connections=50, messages=burst, tool=args.loadgen, workdir=stack.tmp)
+            load = h.run_load(stack.port, connections=50, messages=burst, tool=args.loadgen, workdir=stack.tmp)
+            print(f"[{stack_name}] {len(burst)} webhooks taken in {load.seconds:.1f} s "
+                  f"(p99 {load.latency_ms.get('p99', 0):.0f} ms)", flush=True)
             complete = watcher.wait_for([f"echo: {m.text}" for m in burst], timeout=args.deadline, interval=0.5,
                                         procs=[stack.qcluster])
-            rate = len(burst) / max(1e-9, (watcher.last_at or time.time()) - started)
+            ended = watcher.last_at or time.time()
+            rate = len(burst) / max(1e-9, ended - started)
+            # How full the model server was kept: its generations' time over the burst's span.
+            busy = sum(min(r["answered_at"], ended) - max(r["received_at"], started) for r in model.requests()
+                       if r.get("answered_at") and r["answered_at"] > started and r["received_at"] < ended)
+            mean_at_model = busy / max(1e-9, ended - started)
+            sampling.set()
+            if samples:
+                middle = samples
+                print("mid-burst samples (at the model, slots held, chats waiting): "
+                      + " ".join(f"{a}/{b}/{c}" for a, b, c in middle[::max(1, len(middle) // 15)]), flush=True)
+            if args.timeline:
+                requests = sorted((r["received_at"], r["answered_at"]) for r in model.requests()
+                                  if r.get("answered_at") and r["received_at"] >= started)
+                starts = [a for a, _ in requests]
+                import bisect
+                refill = sorted(starts[bisect.bisect_right(starts, done)] - done for _, done in requests
+                                if bisect.bisect_right(starts, done) < len(starts) and done < ended - 2.5)
+                print(f"refill after a generation ends: p50 {h.percentile(refill, 50)*1000:.0f} ms, "
+                      f"p90 {h.percentile(refill, 90)*1000:.0f} ms; first start {starts[0]-started:.2f} s, "
+                      f"32nd start {starts[31]-started:.2f} s", flush=True)
             print(f"[{stack_name}] {len(burst)} answers from {len(burst)} users: {rate:.1f}/s "
-                  f"(ideal {IDEAL:.0f}/s, ratio {rate / IDEAL:.2f}){'' if complete else ' INCOMPLETE'}", flush=True)
+                  f"(ideal {IDEAL:.0f}/s, ratio {rate / IDEAL:.2f}); generations at the model at once, on "
+                  f"average {mean_at_model:.1f}{'' if complete else ' INCOMPLETE'}", flush=True)
 
             # A busy group and a 1:1 chat at the same time.
             solo_user, group_id = h.user_ids(1, seed="solo")[0], "C" + uuid.uuid4().hex
@@ -189,6 +228,7 @@ def run(stack_name: str, args) -> dict:
             result = {
                 "stack": stack_name, "replies_per_s": round(rate, 2), "ideal": IDEAL, "ratio": round(rate / IDEAL, 3),
                 "model_baseline_per_s": round(baseline, 2), "peak_at_model": peak_model,
+                "mean_at_model": round(mean_at_model, 1),
                 "solo_wait_s": round(solo_wait, 2) if solo_wait is not None else None,
                 "group_answers": sum(1 for text in watcher.deliveries if f"[c{args.users + 1}/" in text),
                 "solo_answers": sum(1 for text in watcher.deliveries if f"[c{args.users + 2}/" in text),
@@ -199,6 +239,7 @@ def run(stack_name: str, args) -> dict:
                 ["replies/s (500 users)", f"{rate:.1f}"], ["ideal (32 / 2 s)", f"{IDEAL:.1f}"],
                 ["fake model alone, 32 callers", f"{baseline:.1f}"], ["ratio to ideal", f"{rate / IDEAL:.2f}"],
                 ["most generations at the model at once", peak_model],
+                ["generations at the model at once, on average", f"{mean_at_model:.1f}"],
                 ["1:1 chat's wait for its first answer (s)", result["solo_wait_s"]],
                 ["answers: group (50 msgs) / 1:1 (5 msgs)", f"{result['group_answers']} / {result['solo_answers']}"],
                 ["chats with overlapping generations", order["overlapping_generations"]],
@@ -218,6 +259,7 @@ def main(argv=None) -> int:
     parser.add_argument("--settle", type=float, default=3, help="seconds to wait for late duplicates (default 3)")
     parser.add_argument("--loadgen", choices=["python", "wrk"], default="python")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+    parser.add_argument("--timeline", action="store_true", help="also print how soon a freed slot is used again")
     args = parser.parse_args(argv)
     if args.users < 1 or args.deadline <= 0:
         parser.error("--users and --deadline must be positive")

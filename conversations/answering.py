@@ -4,12 +4,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from core.inserts import insert_row
 from core.retry import retrying
+from core.sqlite_writes import one_writer_at_a_time
 from models_registry.backends import Turn
 from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.prompts import build_prompt
@@ -51,20 +52,26 @@ def _take_turn(turn: claims.Turn) -> None:
     try:
         answer_turn(turn=turn)
     finally:
-        claims.release_turn(turn=turn)
-        _queue_what_waited(turn)
+        _free_backend_slot(turn)
+        with one_writer_at_a_time(), transaction.atomic():
+            claims.release_turn(turn=turn)
+            # The chat's messages that came meanwhile. Queued, not answered here, so they go
+            # behind what is already in the queue: a busy group cannot hold a worker, nor delay
+            # another chat by more than one answer. Not the turn's own messages if they failed
+            # to send: the sweeper retries those later.
+            pending = claims.first_pending_message(chat_id=turn.chat_id, after=turn.lead_id)
+            if pending is not None:
+                enqueue_reply(message_id=pending)
 
 
-def _queue_what_waited(turn: claims.Turn) -> None:
-    """After a turn: the chat's messages that came meanwhile, and the chat that has waited
-    longest for the backend slot just freed. Queued, not answered here, so they go behind what
-    is already in the queue: a busy group cannot hold a worker, nor delay another chat by more
-    than one answer."""
-    # Not the turn's own messages if they failed to send: the sweeper retries those later.
-    pending = claims.first_pending_message(chat_id=turn.chat_id, after=turn.lead_id)
-    if pending is not None:
-        enqueue_reply(message_id=pending)
-    if turn.backend_id is not None:
+def _free_backend_slot(turn: claims.Turn) -> None:
+    """Once the answer is generated its backend slot goes (delivery does not need the model),
+    and the chat that has waited longest for it is queued. Once per turn."""
+    if turn.backend_id is None:
+        return
+    with one_writer_at_a_time(), transaction.atomic():
+        if not claims.release_slot(turn=turn):
+            return
         waiting_chat = claims.wake_waiting_chat(backend_id=turn.backend_id)
         waiting = claims.first_pending_message(chat_id=waiting_chat) if waiting_chat else None
         if waiting is not None:
@@ -101,6 +108,7 @@ def answer_turn(*, turn: claims.Turn) -> None:
                 _show_loading(chat=chat)
             outbound = _compose_answer(message=message, answering=len(turn.message_ids), slot=turn.claim,
                                        preset=turn.preset)
+    _free_backend_slot(turn)
     try:
         calls = _deliver(outbound=outbound, inbound=message, reused=reused)
     except LineAPIError as exc:
@@ -121,12 +129,13 @@ def answer_turn(*, turn: claims.Turn) -> None:
         answered = Status.REPLIED
     else:
         answered = Status.FAILED
-    Message.objects.filter(pk__in=[outbound.pk, *turn.message_ids]).update(
-        status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
-        delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
-                             output_field=Message._meta.get_field("delivered_calls")),
-        status_changed_at=timezone.now(),
-    )
+    with one_writer_at_a_time():
+        Message.objects.filter(pk__in=[outbound.pk, *turn.message_ids]).update(
+            status=Case(When(pk=outbound.pk, then=Value(Status.REPLIED)), default=Value(answered)),
+            delivered_calls=Case(When(pk=outbound.pk, then=Value(calls)), default=F("delivered_calls"),
+                                 output_field=Message._meta.get_field("delivered_calls")),
+            status_changed_at=timezone.now(),
+        )
     if earlier:
         logger.debug("Messages %s answered together with %s", earlier, message.pk)
 
@@ -186,7 +195,8 @@ def _store_answer(*, message: Message, text: str, **fields) -> Message:
     try:
         # Autocommit: a task runs in no outer transaction, so no savepoint is needed. One of the
         # hot path's rows: an INSERT compiled once (nothing listens to Message's signals).
-        return Message(pk=insert_row(Message, values=values), **values)
+        with one_writer_at_a_time():
+            return Message(pk=insert_row(Message, values=values), **values)
     except IntegrityError:
         # A run that was presumed dead finished first; send its answer, not ours.
         return Message.objects.get(reply_to=message, direction=Direction.OUT)
@@ -315,8 +325,9 @@ def _deliver(*, outbound: Message, inbound: Message, reused: bool) -> int:
             except LineAPIError as exc:
                 if not exc.already_accepted:
                     raise
-            channel_health.count_push(message_id=outbound.pk, channel_id=chat.channel_id,
-                                      reason=_push_reason(index=index, inbound=inbound, refused=refused))
+            with one_writer_at_a_time(), transaction.atomic():
+                channel_health.count_push(message_id=outbound.pk, channel_id=chat.channel_id,
+                                          reason=_push_reason(index=index, inbound=inbound, refused=refused))
         outbound.delivered_calls = index + 1
         if index + 1 < len(calls):
             Message.objects.filter(pk=outbound.pk).update(delivered_calls=index + 1)

@@ -125,8 +125,14 @@ def _generating_backend(chat: Chat, preset: SamplingPreset | None) -> ModelBacke
     return backends[0] if backends else None
 
 
+def release_slot(*, turn: Turn) -> bool:
+    """Gives the turn's backend slot back; False if it had none (left)."""
+    return concurrency.release_slot(holder=turn.claim)
+
+
 def release_turn(*, turn: Turn) -> None:
-    """Gives the chat and the backend slot back (only if the claim is still this worker's)."""
+    """Gives the chat (and the backend slot, if still held) back, only if the claim is still
+    this worker's."""
     concurrency.release_slot(holder=turn.claim)
     Chat.objects.filter(pk=turn.chat_id, answering_claim=turn.claim).update(answering_claim="",
                                                                              answering_until=None)

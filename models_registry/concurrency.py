@@ -42,8 +42,9 @@ def renew_slots(*, holders: Iterable[str], until: datetime) -> None:
         GenerationSlot.objects.filter(holder__in=holders).update(expires_at=until)
 
 
-def release_slot(*, holder: str) -> None:
-    GenerationSlot.objects.filter(holder=holder).delete()
+def release_slot(*, holder: str) -> bool:
+    """Frees the holder's slot; False if it held none (already freed, or expired and swept)."""
+    return GenerationSlot.objects.filter(holder=holder).delete()[0] > 0
 
 
 def delete_expired_slots(*, now: datetime) -> int:
