@@ -331,3 +331,15 @@ def test_rows_of_a_chat_erased_before_the_export_reached_it_are_left_out(awkward
     written = [json.loads(line) for chunk in (first, *rest) for line in chunk.text.split("\n") if line]
     assert [r["id"] for r in written] == [r["id"] for r in awkward if r["chat_id"] != BOB]
     assert sum(chunk.rows for chunk in (first, *rest)) == len(written) == 10
+
+
+def test_a_database_time_zone_other_than_utc_is_a_clear_error(history, tmp_path, monkeypatch):
+    from zoneinfo import ZoneInfo
+
+    from django.db import connections
+
+    # As DATABASES' TIME_ZONE would set it: SQLite's naive datetimes would then be local times.
+    monkeypatch.setitem(connections["default"].__dict__, "timezone", ZoneInfo("Asia/Taipei"))
+    with pytest.raises(CommandError, match="exports need UTC"):
+        run_export(tmp_path)
+    assert not list(tmp_path.iterdir())
