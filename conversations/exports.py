@@ -28,7 +28,9 @@ from models_registry.models import ModelBackend, SamplingPreset
 
 from .models import Chat, ChatMember, LineChannel, Message
 
-BATCH_SIZE = 5000
+# Rows read and written at a time: 5,000 cost 20 MB more peak memory than 2,000 and saved
+# no measurable time.
+BATCH_SIZE = 2000
 FORMATS = ("jsonl", "csv")
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP: CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
