@@ -169,8 +169,8 @@ class _Chunk(NamedTuple):
 
 
 def _message_chunks(rows: QuerySet, *, fmt: str, record: str | None = None) -> Iterator[_Chunk]:
-    """One query read in chunks: constant memory, one consistent snapshot, and the planner
-    sorts once (paging by id with a time filter made it rescan the range for every page).
+    """One query read in chunks: constant memory and one consistent snapshot (paging by id
+    with a time filter made SQLite rescan the range for every page).
 
     Rows come as the database driver returns them, without Django's converters (a call per
     value, half the time of the export): SQLite's gives naive UTC datetimes and 0/1 for
@@ -208,10 +208,9 @@ def _message_chunks(rows: QuerySet, *, fmt: str, record: str | None = None) -> I
         # A naive UTC datetime's isoformat lacks only the offset: a call per row less.
         offset = "" if first.tzinfo else "+00:00"
         text = form.rows(batch, chats, presets, backends, offset=offset, record=record)
-        if not offset:
-            yield _Chunk(header + text, len(batch), first, last)
-        else:
-            yield _Chunk(header + text, len(batch), first.replace(tzinfo=tz), last.replace(tzinfo=tz))
+        if offset:
+            first, last = first.replace(tzinfo=tz), last.replace(tzinfo=tz)
+        yield _Chunk(header + text, len(batch), first, last)
         header = ""
 
 
