@@ -2,7 +2,9 @@
 
 `open_database()` points Django at a new SQLite file or PostgreSQL database, migrates it
 and drops it afterwards; `seed_messages()` fills it with raw multi-row INSERTs (the ORM
-would take minutes) shaped like a real installation: many chats, in and out, 90 days.
+would take minutes) shaped like a real installation: many chats, in and out, 90 days,
+then does what autovacuum would soon do to it (`VACUUM (ANALYZE)` on PostgreSQL, `ANALYZE`
+on SQLite).
 """
 from __future__ import annotations
 
@@ -123,7 +125,10 @@ def seed_messages(*, total: int, chats: int = 200, days: int = 90, seed: int = 7
                 with transaction.atomic():
                     cursor.execute(sql, [value for row in rows for value in row])
                 rows = []
-        cursor.execute("ANALYZE")
+        # What autovacuum does to a table this size soon after a load: statistics for the
+        # planner and, on PostgreSQL, the visibility map without which an index-only scan
+        # still reads every heap row (the cold dashboard took 460 ms without it).
+        cursor.execute("VACUUM (ANALYZE)" if connection.vendor == "postgresql" else "ANALYZE")
     seconds = time.perf_counter() - started
     busiest = Message.objects.filter(chat_id=chat_ids[0]).count()
     print(f"seeded {pairs * 2:,} messages in {len(chat_ids)} chats over {days} days in {seconds:.1f} s "

@@ -1,16 +1,20 @@
 """Exports: filters, formats, manifests, verification, overwrite protection, bad arguments."""
 import csv
+import io
 import json
 import os
 import stat
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from conversations import exports, redaction
-from conversations.models import ChatMember
+from conversations.models import Chat, ChatMember, LineChannel, Message
 from core import audit
 from core.models import AuditEvent
+from models_registry.models import ModelBackend, SamplingPreset
 
 pytestmark = pytest.mark.django_db
 
@@ -142,7 +146,7 @@ def test_the_temporary_file_is_private_while_it_is_written(tmp_path, open_umask,
         seen.extend(mode(path) for path in tmp_path.glob(".*.partial"))
         yield {"text": "two"}
 
-    exports._write(records(), fmt="jsonl", output=tmp_path / "out.jsonl", force=False, on_progress=None,
+    exports._write(exports._record_chunks(records()), fmt="jsonl", output=tmp_path / "out.jsonl", force=False, on_progress=None,
                    kind="test", filters={})
     assert seen == [0o600]
 
@@ -219,3 +223,123 @@ def test_export_user_holds_her_names_in_groups(history, tmp_path):
 def test_export_user_rejects_something_that_is_not_a_line_user_id(tmp_path):
     with pytest.raises(CommandError, match="is not a LINE user id"):
         call_command("export_user", "alice", "--output", str(tmp_path / "x"))
+
+
+# The export's columns as the first version of the export read them, joins and all, and
+# turned each row into a dict for `json` and `csv`: the bytes the writer must still produce.
+JOINED_COLUMNS = [
+    ("id", "id"), ("channel", "chat__channel__slug"), ("chat_type", "chat__source_type"), ("chat_id", "chat__line_id"),
+    ("chat_name", "chat__display_name"), ("simulated", "chat__channel__is_simulated"), ("direction", "direction"),
+    ("line_user_id", "line_user_id"), ("message_type", "message_type"), ("text", "text"), ("redacted", "redacted"),
+    ("erased", "erased"), ("unsent", "unsent"), ("edited", "edited"), ("status", "status"), ("event_at", "event_at"),
+    ("reply_to", "reply_to_id"), ("preset", "preset__name"), ("backend", "backend__name"),
+    ("latency_ms", "latency_ms"), ("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
+]
+
+
+def reference_records():
+    rows = Message.objects.order_by("id").values_list(*[path for _, path in JOINED_COLUMNS])
+    return [dict(zip([name for name, _ in JOINED_COLUMNS], row)) for row in rows]
+
+
+def reference_jsonl(records):
+    def default(value):
+        return value.isoformat()
+
+    return "".join(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default) + "\n"
+                   for record in records)
+
+
+def reference_csv(records):
+    def cell(value):
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return "'" + value if isinstance(value, str) and value.startswith(tuple("=+-@\t\r")) else value
+
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(records[0].keys())
+    writer.writerows([cell(value) for value in record.values()] for record in records)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def awkward(make_chat, make_message, monkeypatch):
+    """Messages with every kind of value a column can hold, over chats of two channels, with
+    batches of 2 so chats, presets and backends are met again in later batches."""
+    monkeypatch.setattr(exports, "BATCH_SIZE", 2)
+    sandbox = LineChannel.objects.create(name="Sandbox", slug="sandbox", channel_secret="s", access_token="t",
+                                         is_simulated=True)
+    backend = ModelBackend.objects.create(name='vLLM "big" \\ box', kind="ollama", base_url="http://127.0.0.1:9",
+                                          model="m")
+    preset = SamplingPreset.objects.create(name="預設 ✨", backend=backend)
+    group = make_chat("C" + "0d" * 16, display_name='山 "Club"\n\t=1+1')
+    direct = make_chat(ALICE, source_type="user", display_name="")
+    played = Chat.objects.create(channel=sandbox, source_type="user", line_id=BOB, display_name="@bob")
+    texts = ['quote " backslash \\ slash /', "line\nbreak\r\ttab \x01\x1f\x7f", "\u2028\u2029 😀 é 日本語",
+             "=HYPERLINK(1)", "-5", "", "plain"]
+    question = None
+    for index, text in enumerate(texts):
+        chat = (group, direct, played)[index % 3]
+        question = make_message(chat, text, days_ago=index, user=ALICE if index % 2 else "", message_type="text")
+        make_message(chat, "+answer " + text, days_ago=index, direction="out", reply_to=question,
+                     preset=preset if index % 2 else None, backend=backend if index % 3 else None,
+                     latency_ms=index * 100 or None, prompt_tokens=index, completion_tokens=None,
+                     edited=bool(index % 2), unsent=index == 2, redacted=index == 3, erased=index == 4)
+    # A moment on the second exactly: isoformat leaves out the microseconds.
+    Message.objects.filter(pk=question.pk).update(event_at=timezone.now().replace(microsecond=0) - timedelta(days=9))
+    return reference_records()
+
+
+def test_jsonl_rows_are_the_bytes_json_makes_of_each_messages_columns(awkward, tmp_path):
+    output = run_export(tmp_path)
+    assert output.read_bytes().decode() == reference_jsonl(awkward)
+    manifest = json.loads(exports.manifest_path_for(output).read_text())
+    assert manifest["rows"] == len(awkward) == 14
+    assert manifest["first_event_at"] == min(r["event_at"] for r in awkward).isoformat()
+    assert manifest["last_event_at"] == max(r["event_at"] for r in awkward).isoformat()
+
+
+def test_csv_rows_are_the_bytes_csv_makes_of_each_messages_columns(awkward, tmp_path):
+    output = run_export(tmp_path, "--format", "csv", name="out.csv")
+    assert output.read_bytes().decode() == reference_csv(awkward)
+
+
+def test_an_export_with_no_rows_is_empty_in_both_formats(tmp_path, db):
+    for fmt in exports.FORMATS:
+        output = run_export(tmp_path, "--format", fmt, name=f"out.{fmt}")
+        assert output.read_bytes() == b""
+        assert exports.verify_export(manifest_path=exports.manifest_path_for(output)).ok
+
+
+def test_export_user_messages_are_the_same_rows_marked_as_messages(awkward, tmp_path):
+    call_command("export_user", ALICE, "--output", str(tmp_path / "alice.jsonl"))
+    lines = (tmp_path / "alice.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    mine = [r for r in awkward if r["line_user_id"] == ALICE or r["chat_id"] == ALICE
+            or (r["reply_to"] and Message.objects.get(pk=r["reply_to"]).line_user_id == ALICE)]
+    expected = reference_jsonl({"record": "message", **r} for r in mine)
+    assert "".join(line for line in lines if line.startswith('{"record":"message"')) == expected
+    assert lines[0].startswith('{"record":"chat"')
+
+
+def test_rows_of_a_chat_erased_before_the_export_reached_it_are_left_out(awkward, tmp_path):
+    chunks = exports._message_chunks(exports.conversation_rows(exports.ConversationFilters(
+        since=timezone.now() - timedelta(days=400), until=timezone.now() + timedelta(days=1))), fmt="jsonl")
+    first = next(chunks)  # the group's first question and answer
+    Chat.objects.filter(line_id=BOB).delete()  # the simulator's chat, not met yet
+    rest = list(chunks)
+    written = [json.loads(line) for chunk in (first, *rest) for line in chunk.text.split("\n") if line]
+    assert [r["id"] for r in written] == [r["id"] for r in awkward if r["chat_id"] != BOB]
+    assert sum(chunk.rows for chunk in (first, *rest)) == len(written) == 10
+
+
+def test_a_database_time_zone_other_than_utc_is_a_clear_error(history, tmp_path, monkeypatch):
+    from zoneinfo import ZoneInfo
+
+    from django.db import connections
+
+    # As DATABASES' TIME_ZONE would set it: SQLite's naive datetimes would then be local times.
+    monkeypatch.setitem(connections["default"].__dict__, "timezone", ZoneInfo("Asia/Taipei"))
+    with pytest.raises(CommandError, match="exports need UTC"):
+        run_export(tmp_path)
+    assert not list(tmp_path.iterdir())
