@@ -3,6 +3,7 @@
 Rows stream from one database query read in chunks (constant memory), into a temporary
 file renamed into place only when complete, with a manifest beside it.
 """
+import contextlib
 import csv
 import hashlib
 import io
@@ -18,6 +19,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import NamedTuple
 
+from django.db import transaction
 from django.db.models import Max, Min, Q, QuerySet
 from django.db.models.sql.constants import MULTI
 from django.utils import timezone
@@ -190,10 +192,21 @@ def _message_chunks(rows: QuerySet, *, fmt: str, record: str | None = None) -> I
     if tz != dt_timezone.utc:
         # Naive datetimes would be in this zone, whose offset changes: not worth a slower path.
         raise ExportError(f"The database's time zone is {tz}; exports need UTC (leave DATABASES' TIME_ZONE unset).")
+    header = form.header()
+    # On PostgreSQL a server-side cursor outside a transaction is WITH HOLD: the server builds
+    # the whole result before the first row comes. Inside one it streams, reading while this
+    # process writes (and the export is one snapshot). Not on SQLite, where a transaction
+    # would take the write lock for the whole export.
+    reading = (transaction.atomic(using=rows.db) if compiler.connection.vendor == "postgresql"
+               else contextlib.nullcontext())
+    with reading:
+        yield from _chunks_of(compiler, form=form, header=header, tz=tz, record=record)
+
+
+def _chunks_of(compiler, *, form, header: str, tz, record: str | None) -> Iterator[_Chunk]:
     chats: dict[int, object] = {}
     presets: dict[int | None, object] = {None: form.name(None)}
     backends: dict[int | None, object] = {None: form.name(None)}
-    header = form.header()
     for batch in compiler.execute_sql(MULTI, chunked_fetch=True, chunk_size=BATCH_SIZE):
         if len(chats) > 10 * BATCH_SIZE:  # memory stays bounded whatever the number of chats
             chats.clear()

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings as site_settings
 from django.utils import timezone
 from django_q.brokers import get_broker
+from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.monitor import monitor
@@ -89,7 +90,17 @@ def test_task_package_is_what_async_task_would_queue(queued):
     assert abs(ours["started"] - timezone.now()) < timedelta(seconds=5)
 
 
-def test_a_webhook_queued_on_the_orm_broker_is_answered_by_django_q2s_cluster(webhook, line_api, queued):
+@pytest.fixture
+def orm_broker(monkeypatch):
+    """django-q2's ORM broker, also where the suite runs on Redis (CI's second stack)."""
+    monkeypatch.setattr(Conf, "ORM", "default")
+    broker = ORM(list_key=Conf.CLUSTER_NAME)
+    monkeypatch.setattr(queue, "broker", lambda: broker)
+    return broker
+
+
+def test_a_webhook_queued_on_the_orm_broker_is_answered_by_django_q2s_cluster(webhook, line_api, queued,
+                                                                              orm_broker):
     event = text_message_event("hello there")
     assert webhook.post(event).status_code == 200
     assert webhook.post(event).json() == {"stored": 0, "duplicates": 1, "ignored": 0}
