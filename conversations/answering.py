@@ -13,11 +13,12 @@ from core.retry import retrying
 from core.sqlite_writes import one_writer_at_a_time
 from models_registry.backends import Turn
 from models_registry.models import ModelBackend, SamplingPreset
-from models_registry.prompts import build_prompt
+from models_registry.prompts import build_prompt, without_images
 from models_registry.services import GenerationFailed, generate
 
 from . import addressing, channel_health, claims, commands, engine, notices, selectors
 from .line.client import LineAPIError, client_for, retry_key
+from .media import pipeline
 from .line.plaintext import to_line_text
 from .line.text import batches, split_text
 from .models import Chat, Command, Direction, Message, PushReason, SourceType, Status
@@ -97,15 +98,27 @@ def answer_turn(*, turn: claims.Turn) -> None:
     if outbound is None and message.command:
         outbound = _store_answer(message=message, text=commands.answer(message=message))
     elif outbound is None:
-        if message.message_type != "text":
+        note = ""
+        if message.message_type not in claims.MODEL_MESSAGE_TYPES:
+            note = notices.non_text_reply(chat=chat)
+        else:
+            if chat.source_type == SourceType.USER:
+                _show_loading(chat=chat)
+            try:
+                note = _media_note(turn=turn, chat=chat)
+            except pipeline.MediaUnavailable as exc:
+                # Like a failed send: back to pending, the sweeper takes the turn up again later.
+                Message.objects.filter(pk__in=turn.message_ids).update(
+                    status=Status.PENDING, error=str(exc)[:500], status_changed_at=timezone.now())
+                logger.warning("The media of message %s could not be had yet: %s", message.pk, exc)
+                return
+        if note:
             if not _reply_token_fresh(message):
                 # Pushes count against the account's quota: a late "text only, please" is not worth one.
                 _set_status(message, Status.SKIPPED, skip_reason="reply token expired")
                 return
-            outbound = _compose_non_text_reply(message=message)
+            outbound = _compose_non_text_reply(message=message, text=note)
         else:
-            if chat.source_type == SourceType.USER:
-                _show_loading(chat=chat)
             outbound = _compose_answer(message=message, answering=len(turn.message_ids), slot=turn.claim,
                                        preset=turn.preset)
     _free_backend_slot(turn)
@@ -138,6 +151,19 @@ def answer_turn(*, turn: claims.Turn) -> None:
         )
     if earlier:
         logger.debug("Messages %s answered together with %s", earlier, message.pk)
+
+
+def _media_note(*, turn: claims.Turn, chat: Chat) -> str:
+    """The turn's photos and voice messages fetched, stored and transcribed; the short text to
+    answer with instead of the model when one could not be had, or when the turn has photos and
+    no backend it may use reads them."""
+    media = pipeline.prepare_media(message_ids=turn.message_ids, chat=chat, as_stored=_as_stored)
+    if media.note or not media.has_images:
+        return media.note
+    preset = turn.preset or selectors.preset_for_chat(chat=chat)
+    if preset is not None and not pipeline.any_backend_sees_images(preset=preset, chat=chat):
+        return pipeline.cannot_read_images(chat)
+    return ""
 
 
 def _set_status(message: Message, status: str, *, error: str | None = None, skip_reason: str = "") -> None:
@@ -207,12 +233,13 @@ def _line_ready(text: str) -> str:
     return to_line_text(text) or text.strip()
 
 
-def _compose_non_text_reply(*, message: Message) -> Message:
-    """The canned answer to an image, video, audio, file or location (1:1 chats only)."""
+def _compose_non_text_reply(*, message: Message, text: str) -> Message:
+    """The bot's own short answer: to a video, file or location (1:1 chats only), or to a photo or
+    voice message it could not get, listen to or show a model."""
     try:
         return Message.objects.create(
             chat=message.chat, direction=Direction.OUT, message_type=notices.NON_TEXT_REPLY_TYPE,
-            text=notices.non_text_reply(chat=message.chat), event_at=timezone.now(), status=Status.PENDING,
+            text=text, event_at=timezone.now(), status=Status.PENDING,
             status_changed_at=timezone.now(), reply_to=message, reply_attempted=True,
         )
     except IntegrityError:
@@ -235,10 +262,19 @@ def prompt_turns(*, message: Message, preset: SamplingPreset, answering: int = 1
     `answering` is how many of the last messages the answer is for (a turn's messages)."""
     history = selectors.prompt_history(message=message, turns=preset.history_turns + answering - 1)
     chat = message.chat
+    # Photos are read from the storage for only as many as the preset sends (its images-sent limit).
+    images = pipeline.stored_images(message_ids=[earlier.pk for earlier in history if earlier.message_type == "image"],
+                                    keep=preset.history_images)
+
+    def said(earlier: Message, names: dict[int, str] | None = None) -> str:
+        if earlier.message_type == "image" and not earlier.text:
+            return pipeline.PHOTO_PLACEHOLDER
+        return addressing.for_model(earlier.text, earlier.mentions, names=names)
+
     if chat.source_type == SourceType.USER:
         return build_prompt(preset=preset, conversation=[
-            Turn("user" if earlier.direction == Direction.IN else "assistant",
-                 addressing.for_model(earlier.text, earlier.mentions))
+            Turn("user", said(earlier), images.get(earlier.pk, ())) if earlier.direction == Direction.IN
+            else Turn("assistant", earlier.text)
             for earlier in history], answering=answering)
     names = selectors.member_names(chat=chat, messages=history)
     conversation = []
@@ -246,8 +282,9 @@ def prompt_turns(*, message: Message, preset: SamplingPreset, answering: int = 1
         if earlier.direction == Direction.OUT:
             conversation.append(Turn("assistant", earlier.text))
         else:
-            text = addressing.for_model(earlier.text, earlier.mentions, names=names.members)
-            conversation.append(Turn("user", f"{names.speaker(earlier.line_user_id)}: {text}"))
+            text = said(earlier, names.members)
+            conversation.append(Turn("user", f"{names.speaker(earlier.line_user_id)}: {text}",
+                                     images.get(earlier.pk, ())))
     speakers = [names.speaker(earlier.line_user_id) for earlier in history[-answering:]
                 if earlier.direction == Direction.IN]
     return build_prompt(preset=preset, conversation=conversation, speaker=names.speaker(message.line_user_id),
@@ -255,10 +292,14 @@ def prompt_turns(*, message: Message, preset: SamplingPreset, answering: int = 1
 
 
 def masked_for_cloud(chat: Chat) -> Callable[[ModelBackend, list[Turn]], list[Turn]]:
-    """Masks PII in what goes to a backend that is not local, if the channel says so
-    (`generate`'s `prepare`, for answers and for preset comparisons alike)."""
+    """Masks PII in what goes to a backend that is not local, if the channel says so, and takes
+    the images out of what goes to a backend that may not see them (`generate`'s `prepare`, for
+    answers and for preset comparisons alike)."""
 
     def prepare(backend: ModelBackend, turns: list[Turn]) -> list[Turn]:
+        if any(turn.images for turn in turns) and not pipeline.may_see_images(backend=backend, chat=chat):
+            # Images cannot be masked: only backends that read them, local unless the channel says.
+            turns = without_images(turns)
         if backend.is_local or not chat.channel.mask_before_cloud:
             return turns
         kinds = selectors.masking_kinds()

@@ -1,7 +1,8 @@
 """One answer at a time per chat: claiming a chat's next turn, and letting it go.
 
 A turn is the chat's oldest pending messages, answered together: a command, a postback or a
-non-text message on its own; otherwise every plain text message up to the next such one (the
+message the bot answers itself (a video, a file…) on its own; otherwise every message for the
+model — a plain text, a photo, a voice message — up to the next such one (the
 last of them, the "lead", is what the answer replies to: its reply token is the newest). The
 worker that claims a turn holds the chat under a lease it renews while it works
 (`renew_claims`), and a slot on the backend that will generate the answer
@@ -28,6 +29,9 @@ from .models import Chat, Direction, Message, Status
 
 # More pending messages than this wait for the next turn: a prompt has room for only so many.
 MAX_TURN_MESSAGES = 20
+# What a model answers ("What is this?" and the photo after it are one turn); any other type
+# gets the bot's own short answer.
+MODEL_MESSAGE_TYPES = frozenset({"text", "image", "audio"})
 
 
 class Outcome(Enum):
@@ -94,12 +98,12 @@ def claim_turn(*, chat_id: int, now: datetime | None = None) -> tuple[Outcome, T
 
 def _needs_model(first: tuple) -> bool:
     _, command, message_type, _ = first
-    return not command and message_type == "text"
+    return not command and message_type in MODEL_MESSAGE_TYPES
 
 
 def _turn_of(pending: list[tuple]) -> tuple[int, ...]:
     """The ids answered together: a message the bot answers itself alone, else the run of
-    plain texts; cut at the first one that already has a stored answer (a run before this
+    messages for the model; cut at the first one that already has a stored answer (a run before this
     one stored it and died: that answer is sent, not another)."""
     if not _needs_model(pending[0]):
         return (pending[0][0],)

@@ -7,6 +7,7 @@ from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -120,6 +121,8 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
     chat = _chat_for(channel, source_type=incoming.source_type, line_id=incoming.chat_id, careful=careful)
     in_group = chat.source_type != SourceType.USER
     addressed = addressing.is_addressed(chat=chat, message=incoming)
+    if not addressed and incoming.message_type in line_events.MEDIA_WITH_CONTENT:
+        addressed = _follows_mention(chat=chat, message=incoming)
     spans = addressing.spans(chat=chat, text=incoming.text, mentions=incoming.mentions, member_ids={})
     command = ""
     if addressed and incoming.text and not incoming.standby:
@@ -130,7 +133,7 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
         # Neither its text nor its sender is kept: only that a message came.
         result.unstored[chat.pk] += 1
         return "ignored"
-    skip_reason = _skip_reason(channel=channel, chat=chat, message=incoming)
+    skip_reason = _skip_reason(channel=channel, chat=chat, message=incoming, addressed=addressed)
     if skip_reason:
         command = ""
     elif incoming.sender_id and command not in commands.UNLIMITED:
@@ -154,6 +157,7 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
         text=text,
         mentions=spans,
         command=command,
+        media_source=incoming.media_source,
         line_message_id=incoming.message_id,
         webhook_event_id=incoming.webhook_event_id,
         reply_token=incoming.reply_token if answered else "",
@@ -407,10 +411,29 @@ def _chat_for(channel: LineChannel, *, source_type: str, line_id: str, careful: 
     return chat
 
 
-def _skip_reason(*, channel: LineChannel, chat: Chat, message: line_events.IncomingMessage) -> str:
+def _follows_mention(*, chat: Chat, message: line_events.IncomingMessage) -> bool:
+    """Whether a photo or voice message in a group or room follows, within the mention window,
+    a message of the same sender addressed to the bot ("@Bot what is this?", then the photo):
+    a photo carries no mention of its own."""
+    if not message.sender_id or chat.source_type == SourceType.USER or chat.reply_mode == ReplyMode.OFF:
+        return False
+    window = timedelta(seconds=settings.LINEBOT_MEDIA["MENTION_WINDOW_SECONDS"])
+    return Message.objects.filter(
+        chat=chat, direction=Direction.IN, line_user_id=message.sender_id, message_type="text", skip_reason="",
+        event_at__gte=message.sent_at - window, event_at__lte=message.sent_at,
+    ).exists()
+
+
+def _skip_reason(*, channel: LineChannel, chat: Chat, message: line_events.IncomingMessage,
+                 addressed: bool = False) -> str:
     """Why the bot stays silent on this message, or "" if it answers."""
     if message.standby:
         return "standby"
+    if message.message_type in line_events.MEDIA_WITH_CONTENT:
+        # A photo or voice message goes to the model: in a group, when it is addressed to the bot.
+        if chat.source_type == SourceType.USER or addressed:
+            return ""
+        return "reply mode off" if chat.reply_mode == ReplyMode.OFF else "not mentioned"
     if message.message_type != "text" or not message.text:
         # An image, a file… in a 1:1 chat gets the short "I read only text" answer.
         answered = notices.answers_non_text(channel=channel, source_type=chat.source_type,

@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 from core.audit import keyed_hash
 from core.fields import EncryptedTextField
-from models_registry.models import ModelBackend, SamplingPreset
+from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 
 from .templating import check_placeholders
 
@@ -88,6 +88,24 @@ class LineChannel(models.Model):
         _("fetch images from other servers"), default=False,
         help_text=_("Some LINE clients send an image as a link to another server instead of a file on LINE. "
                     "Fetch those (HTTPS only, size-limited, never from a private address)."),
+    )
+    transcriber = models.ForeignKey(
+        ModelBackend, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        limit_choices_to={"kind": BackendKind.TRANSCRIPTION}, verbose_name=_("speech to text"),
+        help_text=_("The speech-to-text backend that turns voice messages into text. Empty: voice messages get "
+                    "a short answer saying the bot cannot listen to them. Local-only chats use it only if it "
+                    "is local."),
+    )
+    keep_audio = models.BooleanField(
+        _("keep voice messages"), default=False,
+        help_text=_("Keep the audio file of a voice message after it was transcribed (retention and erasure "
+                    "cover it). Off: only the transcript is kept."),
+    )
+    images_to_cloud = models.BooleanField(
+        _("send images to cloud models"), default=False,
+        help_text=_("Images cannot be masked like text: by default they go only to local models. On: cloud "
+                    "backends that read images get them too (never in local-only chats). The privacy notice "
+                    "says so."),
     )
     is_simulated = models.BooleanField(
         _("simulated"), default=False,
@@ -297,6 +315,9 @@ class Message(models.Model):
     # mention and the keyword are left out, another member's mention becomes their name.
     # [[start, end, kind, member id or null], ...] in Python string indexes of `text`.
     mentions = models.JSONField(default=list, blank=True)
+    # A photo's or voice message's content until the worker has it (conversations.media.pipeline):
+    # {"url": an external image's link, "set": [imageSet id, index, total]}; {} for LINE's own.
+    media_source = models.JSONField(default=dict, blank=True)
     reply_to = models.ForeignKey(
         "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies", verbose_name=_("reply to")
     )

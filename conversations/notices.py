@@ -201,6 +201,8 @@ def _models_sentence(chat: Chat) -> str:
     if chat.channel.mask_before_cloud and selectors.masking_kinds():
         sentence += " " + _("Personal data such as e-mail addresses and phone numbers is masked before "
                             "messages are sent there.")
+    if chat.channel.images_to_cloud:
+        sentence += " " + _("Photos you send may go there too; a photo cannot be masked.")
     return sentence
 
 

@@ -77,7 +77,8 @@ def prompt_history(*, message: Message, turns: int) -> list[Message]:
     rows = (
         Message.objects.filter(before, chat_id=message.chat_id, redacted=False, erased=False,
                                unsent=False, command="")
-        .exclude(text="")
+        # A photo has no text, yet is part of the conversation (a voice message once transcribed).
+        .exclude(Q(text="") & ~Q(message_type="image", direction=Direction.IN))
         .exclude(direction=Direction.OUT, backend__isnull=True)
         .exclude(skip_reason=SKIP_RATE_LIMITED)
     )
@@ -85,8 +86,8 @@ def prompt_history(*, message: Message, turns: int) -> list[Message]:
         rows = rows.filter(id__gt=chat.context_reset_after)
     if chat.source_type != SourceType.USER and chat.group_memory == GroupMemory.ADDRESSED:
         rows = rows.exclude(skip_reason__in=SKIPS_NOT_ADDRESSED)
-    rows = rows.order_by("-id").only("id", "direction", "text", "line_user_id", "mentions", "reply_to_id")[
-        : turns + 1]
+    rows = rows.order_by("-id").only(
+        "id", "direction", "message_type", "text", "line_user_id", "mentions", "reply_to_id")[: turns + 1]
     return sorted(rows, key=_place_in_conversation)
 
 

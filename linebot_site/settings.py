@@ -169,6 +169,9 @@ LINEBOT_MEDIA = {
     # A file in the storage that no row names is deleted by the purge once this old (seconds):
     # younger ones may belong to a download whose row is not committed yet.
     "ORPHAN_GRACE_SECONDS": float(os.environ.get("LINEBOT_MEDIA_ORPHAN_GRACE_SECONDS", "3600")),
+    # In a group, a photo or voice message is answered when its sender addressed the bot
+    # ("@Bot what is this?") at most this many seconds before it.
+    "MENTION_WINDOW_SECONDS": float(os.environ.get("LINEBOT_MEDIA_MENTION_WINDOW", "60")),
 }
 
 # A LINE webhook body is small; anything bigger is refused before it is read.

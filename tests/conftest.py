@@ -47,6 +47,7 @@ def fresh_caches():
 def line_api(settings):
     with FakeLineAPI(access_token=ACCESS_TOKEN) as fake:
         settings.LINE_API_HOST = fake.url
+        settings.LINE_DATA_API_HOST = fake.url
         yield fake
         assert fake.validation_errors == [], "the bot sent LINE a request LINE would reject"
 

@@ -433,9 +433,9 @@ def test_the_notice_shows_first_however_long_the_member_waits_to_write(simulatio
     assert [b["message_type"] for b in items(simulated, "bot")] == ["notice", "text"]
 
 
-def test_a_photo_in_a_one_to_one_chat_gets_the_automatic_answer_marked_as_the_bots_own(simulation, ollama_server):
+def test_a_video_in_a_one_to_one_chat_gets_the_automatic_answer_marked_as_the_bots_own(simulation, ollama_server):
     simulated = simulation.chat("user")
-    simulation.say(simulated, message_type="image")
+    simulation.say(simulated, message_type="video")
     reply = Message.objects.get(message_type="non_text_reply")
     notice, bot = items(simulated, "bot")
     assert (bot["message_type"], bot["answer_id"], bot["bubbles"]) == (

@@ -6,7 +6,7 @@ here, checked for its JSON type and for what the database can keep, and refused 
 MalformedEvent otherwise — before anything of that event is written.
 """
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ..models import Chat, LineChannel, Message
@@ -68,6 +68,8 @@ class IncomingMessage:
     text: str  # "" unless a text message
     mentions: tuple[Mention, ...]
     quote_token: str  # "" when LINE sends none (a message that cannot be quoted)
+    # A photo or voice message: where its content is (conversations.media.pipeline fetches it).
+    media_source: dict = field(default_factory=dict)
 
     @property
     def mentions_self(self) -> bool:
@@ -223,6 +225,37 @@ def mentions(message: dict, *, text: str) -> tuple[Mention, ...]:
     return tuple(found)
 
 
+# LINE's imageSet ids are short; a link longer than this is refused by the fetch anyway.
+IMAGE_SET_ID_MAX = 64
+IMAGE_SET_MAX = 100
+EXTERNAL_URL_MAX = 2000
+MEDIA_WITH_CONTENT = ("image", "audio")
+
+
+def media_source(message: dict) -> dict:
+    """Where a photo's or voice message's content is, as `Message.media_source` keeps it:
+    an external link (`contentProvider.type = external`) and the photo's place in an imageSet."""
+    if message.get("type") not in MEDIA_WITH_CONTENT:
+        return {}
+    source = {}
+    provider = message.get("contentProvider")
+    if provider is not None:
+        provider = _object(provider, name="message.contentProvider")
+        if provider.get("type") == "external":
+            source["url"] = _string(provider.get("originalContentUrl"), name="message.contentProvider."
+                                    "originalContentUrl", max_length=EXTERNAL_URL_MAX)
+    if message.get("imageSet") is not None:
+        image_set = _object(message["imageSet"], name="message.imageSet")
+        set_id = _string(image_set.get("id"), name="message.imageSet.id", max_length=IMAGE_SET_ID_MAX)
+        # Old Android clients send no index; LINE's spec bounds neither number.
+        index, total = (None if image_set.get(key) is None else _integer(image_set[key], name=f"message.imageSet.{key}")
+                        for key in ("index", "total"))
+        if any(number is not None and not 1 <= number <= IMAGE_SET_MAX for number in (index, total)):
+            raise MalformedEvent(f"message.imageSet's index or total is not between 1 and {IMAGE_SET_MAX}")
+        source["set"] = [set_id, index, total]
+    return source
+
+
 def postback_data(event: dict) -> str:
     """What a postback action (one of the bot's buttons) sends back."""
     postback = _object(event.get("postback"), name="postback")
@@ -242,6 +275,7 @@ def incoming_message(event: dict) -> IncomingMessage:
         text=text,
         mentions=mentions(content, text=text) if text else (),
         quote_token=quote_token(content),
+        media_source=media_source(content),
     )
 
 
