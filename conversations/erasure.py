@@ -86,5 +86,5 @@ def _blank(ids: list[int]) -> None:
     forget_media(message_ids=ids)
     Message.objects.filter(Q(id__in=ids) | Q(reply_to_id__in=ids)).update(
         text=ERASED_TEXT, line_user_id="", line_message_id="", reply_token="", quote_token="", erased=True,
-        original_hmac="", redaction_reason="", mentions=[],
+        original_hmac="", redaction_reason="", mentions=[], media_source={},
     )

@@ -339,7 +339,7 @@ def _on_unsend(channel: LineChannel, event: dict) -> str:
     _, line_id = line_events.chat_key(event)
     unsent = Message.objects.filter(chat__channel=channel, chat__line_id=line_id, line_message_id=message_id)
     unsent.filter(status=Status.PENDING).update(status=Status.SKIPPED, skip_reason="unsent")
-    unsent.update(text="", mentions=[], unsent=True, reply_token="", quote_token="")
+    unsent.update(text="", mentions=[], media_source={}, unsent=True, reply_token="", quote_token="")
     return "stored"
 
 

@@ -38,7 +38,7 @@ def redact_messages(*, message_ids: list[int], actor, reason: str) -> int:
             digest = audit.keyed_hash(message.text)
             Message.objects.filter(pk=message.pk).update(
                 # The mention spans go too: they would still say whom the text named.
-                text=REDACTED_TEXT, mentions=[], redacted=True, redacted_at=now, redacted_by=by[:150],
+                text=REDACTED_TEXT, mentions=[], media_source={}, redacted=True, redacted_at=now, redacted_by=by[:150],
                 redaction_reason=reason[:500], original_hmac=digest,
             )
             audit.record(

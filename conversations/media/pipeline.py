@@ -19,6 +19,7 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from core.retry import retrying
 from models_registry.backends import BackendError, ImagePart
 from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.selectors import reads_images
@@ -134,14 +135,19 @@ def _transcribe(*, message: Message, chat: Chat, stored: MessageMedia | None,
 
 
 def _download(*, message: Message, chat: Chat, max_bytes: int) -> bytes:
+    """The content, retried a few times at once like every LINE call; a failure that lasts is
+    MediaUnavailable (the sweeper takes the turn up later) until the message's last attempt."""
     source = message.media_source or {}
+    if source.get("url"):
+        if not chat.channel.fetch_external_images:
+            raise ContentError("the photo is a link to another server, and this channel does not fetch those")
+        fetch = lambda: fetch_external_content(url=source["url"], max_bytes=max_bytes)  # noqa: E731
+    else:
+        fetch = lambda: fetch_line_content(access_token=chat.channel.access_token,  # noqa: E731
+                                           message_id=message.line_message_id, max_bytes=max_bytes)
     try:
-        if source.get("url"):
-            if not chat.channel.fetch_external_images:
-                raise ContentError("the photo is a link to another server, and this channel does not fetch those")
-            return fetch_external_content(url=source["url"], max_bytes=max_bytes).data
-        return fetch_line_content(access_token=chat.channel.access_token, message_id=message.line_message_id,
-                                  max_bytes=max_bytes).data
+        return retrying(fetch, delays=settings.LINEBOT["LINE_RETRY_DELAYS"],
+                        transient=lambda exc: isinstance(exc, ContentError) and exc.transient).data
     except ContentError as exc:
         if exc.transient and message.attempts < settings.LINEBOT["MAX_ATTEMPTS"]:
             raise MediaUnavailable(f"fetching message {message.pk}'s content: {exc}") from None
