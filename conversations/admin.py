@@ -38,7 +38,8 @@ class LineChannelForm(SecretFieldsMixin, forms.ModelForm):
     class Meta:
         model = LineChannel
         fields = ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default", "bot_user_id",
-                  "mask_before_storing", "mask_before_cloud", "fetch_external_images", "operator_name",
+                  "mask_before_storing", "mask_before_cloud", "fetch_external_images", "images_to_cloud",
+                  "transcriber", "keep_audio", "operator_name",
                   "operator_contact", "language",
                   "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply",
                   # Commands and the per-user limit (conversations.commands, ingest)
@@ -90,7 +91,9 @@ class LineChannelAdmin(ChannelSetupAdminMixin, SecretFieldsAdminMixin, AuditedMo
         # is_simulated is chosen when a channel is added, then shown read-only (get_readonly_fields).
         (None, {"fields": ["name", "slug", "channel_secret", "access_token", "default_preset", "is_default",
                            "bot_user_id", "is_simulated"]}),
-        (_("Personal data"), {"fields": ["mask_before_storing", "mask_before_cloud", "fetch_external_images"]}),
+        (_("Personal data"), {"fields": ["mask_before_storing", "mask_before_cloud"]}),
+        (_("Photos and voice messages"), {"fields": ["images_to_cloud", "fetch_external_images", "transcriber",
+                                                     "keep_audio"]}),
         (_("What the people in the chats are told"),
          {"fields": ["operator_name", "operator_contact", "language", "notice_enabled", "notice_template",
                      "non_text_reply_enabled", "non_text_reply"]}),

@@ -47,7 +47,8 @@ class ChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
         model = LineChannel
         fields = ["id", "name", "slug", "channel_secret", "access_token", "has_channel_secret", "has_access_token",
                   "webhook_url", "default_preset", "is_default", "bot_user_id", "mask_before_storing",
-                  "mask_before_cloud", "fetch_external_images", "operator_name", "operator_contact", "language",
+                  "mask_before_cloud", "fetch_external_images", "images_to_cloud", "transcriber", "keep_audio",
+                  "operator_name", "operator_contact", "language",
                   "notice_enabled", "notice_template", "non_text_reply_enabled", "non_text_reply",
                   # Commands and the per-user limit
                   "command_help", "command_privacy", "command_reset", "command_optout", "command_forgetme",

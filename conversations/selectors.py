@@ -180,7 +180,7 @@ def thread_page(*, chat: Chat, before_id: int | None = None, size: int = 50) -> 
     follow or join it answers). Each entry names its sender as the prompt names its speaker.
     """
     rows = (Message.objects.filter(chat=chat).filter(Q(direction=Direction.IN) | Q(reply_to__isnull=True))
-            .select_related("preset", "backend").order_by("-id"))
+            .select_related("preset", "backend", "media").order_by("-id"))
     if before_id:
         rows = rows.filter(id__lt=before_id)
     page = list(rows[: size + 1])

@@ -13,6 +13,7 @@ from django.db import connections
 from django.utils import timezone
 from PIL import Image
 
+from core.models import AuditEvent
 from conversations import answering, erasure, notices, selectors, sweeper
 from conversations.media.files import sweep_orphans
 from conversations.media.models import MediaKind, MessageMedia
@@ -25,6 +26,7 @@ from tests.fakes.media import CAMERA, image_bytes, m4a_bytes
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_compat import FakeOpenAICompat
 from tests.fakes.transcription import FakeTranscription
+from tests.test_api import api, api_test_settings, superuser  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -371,3 +373,41 @@ def test_a_rerun_reuses_the_stored_photo(webhook, line_api, ollama_server):
     answering.answer_message(message_id=inbound.pk)
     assert line_api.count("content") == 1 and MessageMedia.objects.count() == 1
     assert len(files_in_storage()) == 1
+
+
+# --- The channel's settings in the API and the admin ---------------------------------------
+
+
+def test_the_api_sets_the_media_settings_and_takes_only_a_speech_to_text_backend(api, channel, backend, whisper):
+    _, transcriber = whisper
+    url = f"/api/v1/channels/{channel.pk}/"
+    wrong = api.patch(url, {"transcriber": backend.pk}, format="json")
+    assert wrong.status_code == 400 and list(wrong.json()) == ["transcriber"]
+    response = api.patch(url, {"transcriber": transcriber.pk, "keep_audio": True, "images_to_cloud": True},
+                         format="json")
+    assert response.status_code == 200, response.json()
+    assert {key: response.json()[key] for key in ("transcriber", "keep_audio", "images_to_cloud")} == {
+        "transcriber": transcriber.pk, "keep_audio": True, "images_to_cloud": True}
+    channel.refresh_from_db()
+    assert (channel.transcriber, channel.keep_audio, channel.images_to_cloud) == (transcriber, True, True)
+
+
+def test_the_admin_form_offers_only_speech_to_text_backends(admin_client, channel, backend, whisper):
+    _, transcriber = whisper
+    page = admin_client.get(f"/admin/conversations/linechannel/{channel.pk}/change/").content.decode()
+    assert f'<option value="{transcriber.pk}"' in page
+    assert f'<option value="{backend.pk}"' not in page.split('name="transcriber"')[1].split("</select>")[0]
+    assert 'name="images_to_cloud"' in page and 'name="keep_audio"' in page
+
+
+def test_the_thread_shows_a_thumbnail_through_the_audited_view_and_marks_transcripts(
+        webhook, line_api, whisper, admin_client):
+    webhook.post(photo(line_api), voice(line_api))
+    photo_message = Message.objects.get(message_type="image")
+    page = admin_client.get(f"/admin/conversations/chat/{photo_message.chat_id}/thread/").content.decode()
+    thumbnail = f"/admin/conversations/message/{photo_message.pk}/media/thumbnail/"
+    assert f'src="{thumbnail}"' in page
+    assert "Mail me at amy@example.com about lunch" in page and ">spoken<" in page
+    response = admin_client.get(thumbnail)
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    assert AuditEvent.objects.filter(target_type="message_media", target_id=str(photo_message.pk)).exists()
