@@ -329,10 +329,17 @@ class BackendSummarySerializer(serializers.Serializer):
     unhealthy = serializers.IntegerField(allow_null=True)
 
 
+class MediaCountSerializer(serializers.Serializer):
+    photos = serializers.IntegerField()
+    voice = serializers.IntegerField()
+    transcribed = serializers.IntegerField(help_text="Voice messages whose transcript is their text.")
+
+
 class StatsSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     messages_per_day = DayCountSerializer(many=True, help_text="The last 14 days, oldest first.")
     latency_by_backend = BackendLatencySerializer(many=True, help_text="Answers of the last 7 days.")
+    media_messages = MediaCountSerializer(help_text="Photos and voice messages received in the last 14 days.")
     failures_24h = serializers.IntegerField(help_text="Inbound messages that failed in the last 24 hours.")
     queue_depth = serializers.IntegerField(allow_null=True, help_text="Tasks waiting; null if the broker is down.")
     workers_alive = serializers.BooleanField()

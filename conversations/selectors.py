@@ -350,11 +350,29 @@ def dashboard_stats(*, now: datetime | None = None, days: int = 14, latency_days
         "generated_at": now,
         "messages_per_day": per_day,
         "latency_by_backend": latency_by_backend(since=now - timedelta(days=latency_days), messages=messages),
+        "media_messages": media_message_counts(messages, since=bounds[0]),
         "failures_24h": messages.filter(
             direction=Direction.IN, status=Status.FAILED, status_changed_at__gte=now - timedelta(hours=24)).count(),
         "queue_depth": queue_depth(),
         "workers_alive": workers_alive(now=now),
     }
+
+
+MEDIA_COUNTED = {"image": "photos", "audio": "voice"}
+
+
+def media_message_counts(messages: QuerySet, *, since: datetime) -> dict[str, int]:
+    """Photos and voice messages received since `since`, and how many voice messages were
+    transcribed (their text is the transcript)."""
+    rows = (messages.filter(direction=Direction.IN, event_at__gte=since, message_type__in=list(MEDIA_COUNTED))
+            .values_list("message_type").annotate(n=Count("id"), heard=Count("id", filter=~Q(text="")))
+            .order_by())
+    counts = {name: 0 for name in MEDIA_COUNTED.values()} | {"transcribed": 0}
+    for message_type, count, heard in rows:
+        counts[MEDIA_COUNTED[message_type]] = count
+        if message_type == "audio":
+            counts["transcribed"] = heard
+    return counts
 
 
 def _bot_events_per_day(messages: QuerySet, *, since: datetime, until: datetime, tz) -> Counter:

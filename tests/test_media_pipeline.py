@@ -411,3 +411,13 @@ def test_the_thread_shows_a_thumbnail_through_the_audited_view_and_marks_transcr
     response = admin_client.get(thumbnail)
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     assert AuditEvent.objects.filter(target_type="message_media", target_id=str(photo_message.pk)).exists()
+
+
+def test_the_dashboard_counts_photos_and_voice_messages(webhook, line_api, whisper, admin_client, api):
+    webhook.post(photo(line_api))
+    webhook.post(voice(line_api))
+    webhook.post(ev.text_message_event("plain text"))
+    figures = api.get("/api/v1/stats/").json()["media_messages"]
+    assert figures == {"photos": 1, "voice": 1, "transcribed": 1}
+    page = admin_client.get("/admin/").content.decode()
+    assert "Photos and voice messages" in page and "1 transcribed" in page
