@@ -1,4 +1,7 @@
+from dataclasses import replace
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
@@ -12,12 +15,13 @@ from django.utils.translation import gettext_lazy as _
 
 from core.admin import AuditedModelAdmin, SecretFieldsAdminMixin
 from core.forms import SecretField, SecretFieldsMixin
+from core.images import ImageRejected, sanitize_image
 from core.models import AuditAction
 
 from . import concurrency, pulls, selectors, services
-from .backends import Turn
+from .backends import ImagePart, Turn
 from .models import BackendKind, ModelBackend, SamplingPreset
-from .prompts import build_prompt, parse_transcript
+from .prompts import build_prompt, parse_transcript, without_images
 
 
 class ModelBackendForm(SecretFieldsMixin, forms.ModelForm):
@@ -247,6 +251,10 @@ class ModelBackendAdmin(SecretFieldsAdminMixin, AuditedModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+def _images_where_read(backend: ModelBackend, turns: list[Turn]) -> list[Turn]:
+    return turns if selectors.reads_images(backend=backend) else without_images(turns)
+
+
 class PlaygroundForm(forms.Form):
     preset = forms.ModelChoiceField(queryset=SamplingPreset.objects.select_related("backend"), label=_("Preset"))
     conversation = forms.CharField(
@@ -255,9 +263,31 @@ class PlaygroundForm(forms.Form):
                                                                  "'User:' and 'Assistant:'.")}),
         help_text=_("One message, or a short exchange with lines starting 'User:' and 'Assistant:'."),
     )
+    image = forms.FileField(
+        label=_("Image"), required=False, widget=forms.ClearableFileInput(attrs={"accept": "image/*"}),
+        help_text=_("Sent with the last message, cleaned as a LINE user's photo is (EXIF and GPS removed), to "
+                    "backends that read images only."),
+    )
+
+    def clean_image(self) -> ImagePart | None:
+        upload = self.cleaned_data.get("image")
+        if not upload:
+            return None
+        limit = settings.LINEBOT_MEDIA["MAX_IMAGE_BYTES"]
+        if upload.size > limit:
+            raise ValidationError(_("The image is larger than %(limit)s.") % {"limit": filesizeformat(limit)})
+        try:
+            clean = sanitize_image(upload.read())
+        except ImageRejected as exc:
+            raise ValidationError(exc.reason) from None
+        return ImagePart(clean.content_type, clean.data)
 
     def turns(self) -> list[Turn]:
-        return parse_transcript(self.cleaned_data["conversation"])
+        turns = parse_transcript(self.cleaned_data["conversation"])
+        image = self.cleaned_data.get("image")
+        if image and turns:
+            turns[-1] = replace(turns[-1], images=(image,))
+        return turns
 
 
 @admin.register(SamplingPreset)
@@ -299,12 +329,17 @@ class SamplingPresetAdmin(AuditedModelAdmin):
         It calls backends with their keys, so it is for those who may change presets."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        form = PlaygroundForm(request.POST or None, initial={"preset": request.GET.get("preset")})
+        form = PlaygroundForm(request.POST or None, request.FILES or None, initial={"preset": request.GET.get("preset")})
         result = error = None
         if request.method == "POST" and form.is_valid():
             preset = form.cleaned_data["preset"]
+            turns = form.turns()
             try:
-                result = services.generate(preset=preset, turns=build_prompt(preset=preset, conversation=form.turns()))
+                if any(turn.images for turn in turns) and not any(
+                        selectors.reads_images(backend=backend) for backend in services.allowed_backends(preset=preset, local_only=False)):
+                    raise services.GenerationFailed(gettext("None of this preset's backends reads images."))
+                result = services.generate(preset=preset, turns=build_prompt(preset=preset, conversation=turns),
+                                           prepare=_images_where_read)
             except services.GenerationFailed as exc:
                 error = str(exc)
         context = {

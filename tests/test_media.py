@@ -14,7 +14,7 @@ from conversations.line.content import (
 )
 from conversations.media.audio import AudioRejected, audio_content_type
 from conversations.media.files import store_media
-from conversations.media.images import ImageRejected, sanitize_image
+from core.images import ImageRejected, sanitize_image
 from conversations.media.models import MediaKind
 from conversations.media.storage import media_storage
 from core.models import AuditAction, AuditEvent

@@ -421,3 +421,33 @@ def test_the_dashboard_counts_photos_and_voice_messages(webhook, line_api, whisp
     assert figures == {"photos": 1, "voice": 1, "transcribed": 1}
     page = admin_client.get("/admin/").content.decode()
     assert "Photos and voice messages" in page and "1 transcribed" in page
+
+
+# --- The playground ----------------------------------------------------------------------
+
+
+PLAYGROUND = "/admin/models_registry/samplingpreset/playground/"
+
+
+def test_the_playground_sends_an_uploaded_image_cleaned_to_a_backend_that_reads_images(
+        admin_client, preset, ollama_server):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("cat.jpg", image_bytes("JPEG", exif=True), content_type="image/jpeg")
+    response = admin_client.post(PLAYGROUND, {"preset": preset.pk, "conversation": "What is this?", "image": upload})
+    assert "I see an image 64x48 JPEG. echo: What is this?" in response.content.decode()
+    [sent] = sent_images(ollama_server.last("chat"))
+    assert has_no_exif(sent)
+
+
+def test_the_playground_refuses_what_is_not_an_image_and_a_preset_that_reads_none(
+        admin_client, preset, backend, ollama_server):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    junk = SimpleUploadedFile("cat.jpg", b"not a picture", content_type="image/jpeg")
+    page = admin_client.post(PLAYGROUND, {"preset": preset.pk, "conversation": "hi", "image": junk}).content.decode()
+    assert "not an image in a format we accept" in page
+    ModelBackend.objects.filter(pk=backend.pk).update(model="llama3.2:3b")
+    upload = SimpleUploadedFile("cat.png", image_bytes("PNG"), content_type="image/png")
+    page = admin_client.post(PLAYGROUND, {"preset": preset.pk, "conversation": "hi", "image": upload}).content.decode()
+    assert "reads images" in page and ollama_server.count("chat") == 0

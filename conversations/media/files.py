@@ -14,9 +14,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from core.images import sanitize_image
+
 from ..models import Message
 from .audio import audio_content_type
-from .images import sanitize_image
 from .models import MediaKind, MessageMedia
 from .storage import media_storage
 
@@ -28,7 +29,7 @@ SWEEP_BATCH = 500
 
 def store_media(*, message: Message, kind: str, data: bytes, image_set_id: str = "",
                 image_set_index: int | None = None, image_set_total: int | None = None) -> MessageMedia:
-    """Checks `data` (an image is cleaned: media.images), writes the file and its row.
+    """Checks `data` (an image is cleaned: core.images), writes the file and its row.
 
     Raises images.ImageRejected or audio.AudioRejected, with nothing stored, for what is not
     what it claims to be. The file is written before the row; should the row not commit, the

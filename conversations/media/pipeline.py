@@ -1,7 +1,7 @@
 """A turn's photos and voice messages made ready for the model, in the worker (never in the webhook).
 
 Photos are fetched from LINE (an external link only where the channel allows it), cleaned
-(media.images: EXIF and GPS gone) and stored before anything is sent anywhere. Voice messages
+(core.images: EXIF and GPS gone) and stored before anything is sent anywhere. Voice messages
 are fetched and transcribed by the channel's speech-to-text backend; the transcript becomes
 the message's text (masked like typed text where the channel masks before storing), and the
 audio is kept only where the channel says so.
@@ -19,6 +19,7 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from core.images import ImageRejected
 from core.retry import retrying
 from models_registry.backends import BackendError, ImagePart
 from models_registry.models import ModelBackend, SamplingPreset
@@ -30,7 +31,6 @@ from ..models import Chat, Message
 from ..notices import chat_language
 from .audio import AudioRejected, audio_content_type
 from .files import forget_media, store_media
-from .images import ImageRejected
 from .models import MediaKind, MessageMedia
 
 logger = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
 from core import audit
+from core.images import thumbnail
 
-from .images import thumbnail
 from .models import MediaKind, MessageMedia
 
 VARIANTS = ("file", "thumbnail")
