@@ -446,6 +446,17 @@ def test_a_video_in_a_one_to_one_chat_gets_the_automatic_answer_marked_as_the_bo
     assert ollama_server.chat_requests == []
 
 
+def test_a_simulated_photo_is_never_fetched_from_line_and_gets_the_short_answer(simulation, ollama_server,
+                                                                                  settings):
+    settings.LINE_DATA_API_HOST = "http://127.0.0.1:9"  # a fetch would fail loudly here, not reach LINE
+    simulated = simulation.chat("user")
+    simulation.say(simulated, message_type="image")
+    reply = Message.objects.get(message_type="non_text_reply")
+    assert reply.text.startswith("I could not get your photo") or reply.text.startswith("我拿不到您的圖片")
+    assert "simulator sends no photo" in Message.objects.get(message_type="image").error
+    assert ollama_server.chat_requests == []
+
+
 def test_a_notice_not_sent_says_why_and_one_on_its_way_keeps_the_page_polling(simulation, sandbox,
                                                                               django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):  # the worker has not run yet

@@ -138,6 +138,9 @@ def _download(*, message: Message, chat: Chat, max_bytes: int) -> bytes:
     """The content, retried a few times at once like every LINE call; a failure that lasts is
     MediaUnavailable (the sweeper takes the turn up later) until the message's last attempt."""
     source = message.media_source or {}
+    if chat.channel.is_simulated:
+        # Its emulator serves no content, and LINE must never be asked about a simulated message.
+        raise ContentError("the simulator sends no photo or voice content")
     if source.get("url"):
         if not chat.channel.fetch_external_images:
             raise ContentError("the photo is a link to another server, and this channel does not fetch those")
