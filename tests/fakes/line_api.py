@@ -9,6 +9,8 @@ bodies are answered 400 and kept in ``fake.validation_errors``.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import itertools
 import re
 import secrets
@@ -17,7 +19,7 @@ from typing import Any, NamedTuple
 
 from linebot.v3.messaging import PushMessageRequest, ReplyMessageRequest, ShowLoadingAnimationRequest
 
-from .base import FakeServer, RecordedRequest, Response, json_response, route
+from .base import CONTROL_PREFIX, FakeServer, RecordedRequest, Response, json_response, route
 from .line_spec import MESSAGING_SPEC, load_validator
 from .webhooks import DEFAULT_BOT_USER_ID
 
@@ -270,6 +272,20 @@ class FakeLineAPI(FakeServer):
         # Sent in pieces, as a large file would be: clients must stream, not wait for it whole.
         chunks = [data[start:start + 65536] for start in range(0, len(data), 65536)]
         return Response(200, chunks if len(chunks) > 1 else data, content_type)
+
+    def _control(self, request: RecordedRequest) -> Response:
+        # POST /__fake__/content {"message_ids": [...], "data": base64, "content_type": ...}: what
+        # add_content does, for a fake run as a process (the benchmarks).
+        if (request.method, request.path[len(CONTROL_PREFIX):]) != ("POST", "content"):
+            return super()._control(request)
+        payload = request.json if isinstance(request.json, dict) else {}
+        try:
+            data = base64.b64decode(payload["data"], validate=True)
+            for message_id in payload["message_ids"]:
+                self.add_content(str(message_id), data, str(payload["content_type"]))
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            return json_response(400, {"error": f"bad control request: {exc!r}"})
+        return json_response(200, {"ok": True})
 
     # -- profiles and info -----------------------------------------------------
 
