@@ -26,6 +26,7 @@ from tests.fakes.media import CAMERA, image_bytes, m4a_bytes
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_compat import FakeOpenAICompat
 from tests.fakes.transcription import FakeTranscription
+from tests.test_engine import _answer_in_child  # the forked worker the engine's kill test uses
 from tests.test_api import api, api_test_settings, superuser  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -326,12 +327,6 @@ def test_erasure_removes_the_photos_the_pipeline_stored(webhook, line_api, ollam
     assert len(files_in_storage()) == 2
     erasure.erase_user(line_user_id=ev.DEFAULT_USER_ID, actor="shell:test")
     assert files_in_storage() == [] and MessageMedia.objects.count() == 0
-
-
-def _answer_in_child(message_id: int) -> None:
-    connections.close_all()
-    answering.answer_message(message_id=message_id)
-    os._exit(0)
 
 
 @pytest.mark.django_db(transaction=True)
