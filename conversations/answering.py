@@ -157,6 +157,8 @@ def _media_note(*, turn: claims.Turn, chat: Chat) -> str:
     """The turn's photos and voice messages fetched, stored and transcribed; the short text to
     answer with instead of the model when one could not be had, or when the turn has photos and
     no backend it may use reads them."""
+    if turn.media is False:
+        return ""  # a turn of texts: no query for media it does not have
     media = pipeline.prepare_media(message_ids=turn.message_ids, chat=chat, as_stored=_as_stored)
     if media.note or not media.has_images:
         return media.note

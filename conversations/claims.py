@@ -25,13 +25,14 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.services import allowed_backends
 
 from . import selectors
+from .line.events import MEDIA_WITH_CONTENT
 from .models import Chat, Direction, Message, Status
 
 # More pending messages than this wait for the next turn: a prompt has room for only so many.
 MAX_TURN_MESSAGES = 20
 # What a model answers ("What is this?" and the photo after it are one turn); any other type
 # gets the bot's own short answer.
-MODEL_MESSAGE_TYPES = frozenset({"text", "image", "audio"})
+MODEL_MESSAGE_TYPES = frozenset({"text", *MEDIA_WITH_CONTENT})
 
 
 class Outcome(Enum):
@@ -50,6 +51,8 @@ class Turn:
     # The chat (with its channel) and its preset as read when the turn was claimed.
     chat: Chat | None = field(default=None, compare=False, repr=False)
     preset: SamplingPreset | None = field(default=None, compare=False, repr=False)
+    # Whether a photo or voice message is among the messages (None: not known, look).
+    media: bool | None = field(default=None, compare=False)
 
     @property
     def lead_id(self) -> int:
@@ -93,7 +96,8 @@ def claim_turn(*, chat_id: int, now: datetime | None = None) -> tuple[Outcome, T
         Message.objects.filter(id__in=message_ids, status=Status.PENDING).update(
             status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=now)
     return Outcome.CLAIMED, Turn(chat_id=chat_id, claim=claim, message_ids=message_ids,
-                                 backend_id=backend.pk if backend else None, chat=chat, preset=preset)
+                                 backend_id=backend.pk if backend else None, chat=chat, preset=preset,
+                                 media=any(row[2] in MEDIA_WITH_CONTENT for row in pending if row[0] in message_ids))
 
 
 def _needs_model(first: tuple) -> bool:

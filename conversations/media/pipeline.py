@@ -27,6 +27,7 @@ from models_registry.selectors import reads_images
 from models_registry.services import TranscriptionRefused, allowed_backends, transcribe
 
 from ..line.content import ContentError, fetch_external_content, fetch_line_content
+from ..line.events import MEDIA_WITH_CONTENT
 from ..models import Chat, Message
 from ..notices import chat_language
 from .audio import AudioRejected, audio_content_type
@@ -35,7 +36,6 @@ from .models import MediaKind, MessageMedia
 
 logger = logging.getLogger(__name__)
 
-MEDIA_TYPES = frozenset({"image", "audio"})
 # What a photo reads as in a prompt: the image itself goes beside it, to backends that read images.
 PHOTO_PLACEHOLDER = "[photo]"
 
@@ -59,7 +59,7 @@ def prepare_media(*, message_ids: Iterable[int], chat: Chat, as_stored: Callable
 
     `as_stored(chat, text)` is how a text is kept (masked or not). Raises MediaUnavailable for
     a failure worth retrying; every other failure gives the turn a note."""
-    messages = list(Message.objects.filter(pk__in=list(message_ids), message_type__in=MEDIA_TYPES)
+    messages = list(Message.objects.filter(pk__in=list(message_ids), message_type__in=MEDIA_WITH_CONTENT)
                     .select_related("media").order_by("id"))
     notes, has_images = [], False
     for message in messages:
