@@ -27,7 +27,7 @@ PHONE = {"width": 390, "height": 844}
 PROPER_NOUNS = {
     "LINE", "Ollama", "Replicate", "OpenAI", "API", "URL", "ID", "IP", "LLM", "Webhook", "ms", "vLLM", "LM",
     "Studio", "GB", "MB", "KB", "Messaging", "Developers", "pull", "qcluster", "Cron",
-    "HTTP", "HTTPS", "TLS", "AI", "README",
+    "HTTP", "HTTPS", "TLS", "AI", "README", "EXIF", "GPS",  # a photo's metadata, named as in phones' settings
     "English",  # a language's own name, beside 繁體中文
     "k",  # top_k's k, as in "the k likeliest words"
 }
