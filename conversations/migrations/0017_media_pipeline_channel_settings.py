@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0015_message_media'),
+        ('conversations', '0016_message_backend_latency_covering'),
         ('models_registry', '0005_media_backends'),
     ]
 
