@@ -190,8 +190,9 @@ class SamplingPreset(models.Model):
         _("images sent"),
         default=1,
         validators=[MaxValueValidator(10)],
-        help_text=_("How many of the newest images among those messages are sent with each question "
-                    "(1: only the latest; 0: none), and only to backends that read images."),
+        help_text=_("How many images of earlier messages among those are sent again with each question "
+                    "(1: the latest; 0: none). The photos being answered always go. Only to backends that "
+                    "read images."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

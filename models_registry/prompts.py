@@ -21,7 +21,8 @@ def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: s
     `speaker`, in a group chat, is the name of whoever wrote the last turn: the system
     prompt then says it is a group and whom to answer. `answering` > 1: the last messages
     came while the bot was answering and get one answer together (`speakers` wrote them).
-    Of the turns' images, only the preset's `history_images` newest are kept; a backend
+    Of earlier turns' images, only the preset's `history_images` newest are kept (the answered
+    turn's own images all go); a backend
     that reads none gets `without_images()` of the prompt.
     """
     system_prompt = preset.system_prompt if preset.system_prompt.strip() else ""
@@ -36,7 +37,9 @@ def build_prompt(*, preset: SamplingPreset, conversation: list[Turn], speaker: s
         system_prompt = f"{system_prompt.rstrip()}\n\n{line}" if system_prompt else line
     system = [Turn("system", system_prompt)] if system_prompt else []
     window = conversation[-(preset.history_turns + max(answering, 1)):]
-    return system + newest_images(window, keep=preset.history_images)
+    # The turn's own images all go (every photo of an image set); only earlier ones are capped.
+    current = max(answering, 1)
+    return system + newest_images(window[:-current], keep=preset.history_images) + window[-current:]
 
 
 def newest_images(turns: list[Turn], *, keep: int) -> list[Turn]:

@@ -192,10 +192,11 @@ def test_the_api_test_reports_image_reading(api, vision_ollama):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("keep, expected", [
-    (0, [(), (), ()]),
-    (1, [(), (), ("d",)]),
-    (2, [(), ("c",), ("d",)]),
-    (3, [(), ("b", "c"), ("d",)]),
+    # The answered turn's own image always goes; `keep` is how many earlier ones go again.
+    (0, [(), (), ("d",)]),
+    (1, [(), ("c",), ("d",)]),
+    (2, [(), ("b", "c"), ("d",)]),
+    (3, [("a",), ("b", "c"), ("d",)]),
     (9, [("a",), ("b", "c"), ("d",)]),
 ])
 def test_build_prompt_keeps_only_the_presets_newest_images(backend, keep, expected):
