@@ -4,9 +4,11 @@
 10,000 signed webhooks (one text message each, unique text) at 50 concurrent connections
 while qcluster runs; then the run waits for the drain (generous deadline), lets a few
 seconds pass for late duplicates, and matches the replies at the fake LINE API to the
-messages by text (the fake model answers "echo: <text>"):
+messages through the database:
 
-- lost: a message with no reply or push delivered;
+- lost: a message not `replied` in the end, or an answer stored but never delivered (a chat's
+  messages that come while it is being answered get one answer together, so a message is not
+  matched to a delivery of its own text);
 - duplicated: a message answered more than once;
 - the messages' final statuses in the database.
 
@@ -57,22 +59,19 @@ def run_stack(name: str, args) -> dict:
                 last_print[0] = time.monotonic()
                 print(f"[{name}]   {done}/{total} answered after {time.time() - started:.0f} s", flush=True)
 
-        # A chat's messages that come while it is being answered get one answer together, so with
-        # fewer users than messages the check is on the database: every message replied, every
-        # stored answer delivered exactly once.
+        # A chat's messages that come while it is being answered get one answer together: the
+        # check is on the database (every message replied, every stored answer delivered once).
         prefix = f"bench {tag} #"
-        complete = wait_until_answered(stack, watcher, prefix, deadline=args.deadline, progress=progress)
+        complete = h.wait_until_answered(stack, watcher, prefix, deadline=args.deadline, progress=progress)
         time.sleep(args.settle)  # late duplicates would arrive now
-        watcher.poll()
+        answered = h.answered_report(stack, watcher, prefix)
         drained_at = time.time()
-        ours = {text: arrivals for text, arrivals in watcher.deliveries.items() if text.startswith(f"echo: {prefix}")}
-        counts = [len(arrivals) for arrivals in ours.values()]
+        ours, db = answered["deliveries"], answered["db"]
         firsts = sorted(arrivals[0][0] for arrivals in ours.values())
         by_endpoint = {"reply": 0, "push": 0}
         for arrivals in ours.values():
             for _, endpoint in arrivals:
                 by_endpoint[endpoint] += 1
-        db = stack.db_report(text_prefix=prefix)
         result = {
             "stack": name,
             "sent": len(msgs),
@@ -83,10 +82,9 @@ def run_stack(name: str, args) -> dict:
             "accept_latency_ms": accepted.latency_ms,
             "accept_seconds": accepted_at - started,
             "complete": complete,
-            "lost": sum(n for status, n in db["inbound"].items() if status != "replied")
-            + max(0, sum(db["outbound"].values()) - len(ours)),
-            "duplicated": sum(1 for c in counts if c > 1),
-            "answers": len(ours),
+            "lost": answered["lost"],
+            "duplicated": answered["duplicated"],
+            "answers": answered["answers"],
             "deliveries": by_endpoint,
             "last_reply_after_s": (firsts[-1] - started) if firsts else None,
             "drain_rate": len(firsts) / (firsts[-1] - started) if firsts else 0.0,
@@ -98,27 +96,6 @@ def run_stack(name: str, args) -> dict:
             "line_calls": {f"{e} {s}": n for (e, s), n in watcher.endpoint_status.items()},
         }
     return result
-
-
-def wait_until_answered(stack, watcher, prefix: str, *, deadline: float, progress) -> bool:
-    """Until no message of the burst is pending or being answered and every stored answer arrived."""
-    started, last_change, seen = time.monotonic(), time.monotonic(), None
-    while time.monotonic() - started < deadline:
-        watcher.poll()
-        db = stack.db_report(text_prefix=prefix)
-        open_ = db["inbound"].get("pending", 0) + db["inbound"].get("generating", 0)
-        answers = sum(db["outbound"].values())
-        delivered = sum(1 for text in watcher.deliveries if text.startswith(f"echo: {prefix}"))
-        progress(sum(db["inbound"].values()) - open_, sum(db["inbound"].values()))
-        if open_ == 0 and delivered >= answers:
-            return True
-        if (open_, delivered) != seen:
-            seen, last_change = (open_, delivered), time.monotonic()
-        elif time.monotonic() - last_change > 90:
-            print(f"  giving up: no progress for 90 s ({open_} messages open)", flush=True)
-            return False
-        time.sleep(1.0)
-    return False
 
 
 def main(argv=None) -> int:

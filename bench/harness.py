@@ -856,3 +856,40 @@ def pss_mib(roots: list[int]) -> float:
         except OSError:
             continue
     return total_kib / 1024
+
+
+def wait_until_answered(stack, watcher, prefix: str, *, deadline: float, progress) -> bool:
+    """Until no message of the burst is pending or being answered and every stored answer arrived."""
+    started, last_change, seen = time.monotonic(), time.monotonic(), None
+    while time.monotonic() - started < deadline:
+        watcher.poll()
+        db = stack.db_report(text_prefix=prefix)
+        open_ = db["inbound"].get("pending", 0) + db["inbound"].get("generating", 0)
+        answers = sum(db["outbound"].values())
+        delivered = sum(1 for text in watcher.deliveries if text.startswith(f"echo: {prefix}"))
+        progress(sum(db["inbound"].values()) - open_, sum(db["inbound"].values()))
+        if open_ == 0 and delivered >= answers:
+            return True
+        if (open_, delivered) != seen:
+            seen, last_change = (open_, delivered), time.monotonic()
+        elif time.monotonic() - last_change > 90:
+            print(f"  giving up: no progress for 90 s ({open_} messages open)", flush=True)
+            return False
+        time.sleep(1.0)
+    return False
+
+
+def answered_report(stack, watcher, prefix: str) -> dict:
+    """Of the messages whose text starts with `prefix`: how many are not `replied` or whose
+    stored answer never arrived (lost), and how many answers arrived twice (duplicated).
+
+    A chat's messages that come while it is being answered get one answer together, so a
+    message is not matched to a delivery of its own text; the database says it was answered.
+    """
+    watcher.poll()
+    db = stack.db_report(text_prefix=prefix)
+    ours = {text: arrivals for text, arrivals in watcher.deliveries.items() if text.startswith(f"echo: {prefix}")}
+    lost = (sum(n for status, n in db["inbound"].items() if status != "replied")
+            + max(0, sum(db["outbound"].values()) - len(ours)))
+    return {"lost": lost, "duplicated": sum(1 for arrivals in ours.values() if len(arrivals) > 1),
+            "answers": len(ours), "db": db, "deliveries": ours}

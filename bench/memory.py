@@ -179,7 +179,6 @@ def run_stack(name: str, args) -> dict:
 
         tag = uuid.uuid4().hex[:6]
         msgs = h.make_messages(args.messages, users=users, tag=tag)
-        texts = [m.reply for m in msgs]
         print(f"\n[{name}] sending {len(msgs)} webhooks at {args.concurrency} connections ...", flush=True)
         began = time.time()
         accepted = h.run_load(stack.port, connections=args.concurrency, messages=msgs, tool=args.loadgen,
@@ -194,13 +193,13 @@ def run_stack(name: str, args) -> dict:
                 print(f"[{name}]   {done}/{count} answered after {time.time() - began:.0f} s; "
                       f"PSS now {total(tree(serve.pid)):.0f} MiB", flush=True)
 
-        complete = watcher.wait_for(texts, timeout=args.deadline, interval=0.5, progress=progress, procs=[serve])
+        complete = h.wait_until_answered(stack, watcher, f"bench {tag} #", deadline=args.deadline, progress=progress)
         time.sleep(args.settle)
         watcher.poll()
         loaded = tree(serve.pid)
         print_tree(f"loaded (after {len(msgs)} messages, all answered)" if complete else
                    "loaded (after the burst; NOT all answered)", loaded)
-        counts = [len(watcher.deliveries.get(t, [])) for t in texts]
+        answered = h.answered_report(stack, watcher, f"bench {tag} #")
         return {
             "stack": name,
             "started": [p.__dict__ for p in started], "idle": [p.__dict__ for p in idle],
@@ -208,7 +207,7 @@ def run_stack(name: str, args) -> dict:
             "started_mib": total(started), "idle_mib": total(idle), "loaded_mib": total(loaded),
             "peak_mib": max(peak[0], total(loaded)),
             "sent": len(msgs), "accepted_ok": accepted.ok, "accept_rate": accepted.rate, "complete": complete,
-            "lost": sum(1 for c in counts if c == 0), "duplicated": sum(1 for c in counts if c > 1),
+            "lost": answered["lost"], "duplicated": answered["duplicated"], "answers": answered["answers"],
             "log_problems": stack.log_problems(),
         }
 
