@@ -291,7 +291,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 Q_CLUSTER = {
     "name": os.environ.get("Q_CLUSTER_QUEUE", "linebot"),
     # Few processes: a worker keeps many answers in flight itself.
-    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    # One process: the answering engine keeps many answers in flight in each (threads), and
+    # every process costs its own ~40 MiB of memory.
+    "workers": int(os.environ.get("Q_WORKERS", "1")),
     # Seconds a task may run; retry must be longer so a slow task is not run twice.
     "timeout": int(os.environ.get("Q_TIMEOUT", "600")),
     "retry": int(os.environ.get("Q_RETRY", "660")),
