@@ -86,7 +86,9 @@ def run_stack(name: str, args) -> dict:
         watcher = h.ReplyWatcher(stack.line)
         stack.start_qcluster()
         # Warm-up: qcluster up, every chat created (and its profile fetched), workers warm.
-        warm = h.make_messages(args.users + 20, users=users, tag="warm")
+        # One message per user: a chat's messages that wait are answered together, and each is
+        # waited for by its own text.
+        warm = h.make_messages(args.users + 20, users=users + h.user_ids(20, seed="warm-extra"), tag="warm")
         for msg in warm:
             h.post_webhook(stack.port, msg)
         if not watcher.wait_for([m.reply for m in warm], timeout=120, procs=[stack.qcluster]):

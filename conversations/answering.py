@@ -39,14 +39,18 @@ def answer_message(*, message_id: int) -> None:
         answer_chat(chat_id=chat_id)
 
 
-def answer_chat(*, chat_id: int) -> None:
-    """Claims the chat's next turn and answers it, in one of this process's answering threads."""
-    with engine.seat() as seat:
+def answer_chat(*, chat_id: int, wait: bool = True) -> bool:
+    """Claims the chat's next turn and answers it, in one of this process's answering threads.
+
+    Without `wait`, gives up at once (False) when every thread is busy.
+    """
+    with engine.seat(wait=wait) as seat:
         if seat is None:
-            return
+            return False
         outcome, turn = claims.claim_turn(chat_id=chat_id)
         if turn is not None:
             seat.run(lambda: _take_turn(turn), claim=turn.claim)
+    return True
 
 
 def _take_turn(turn: claims.Turn) -> None:
@@ -67,14 +71,17 @@ def _take_turn(turn: claims.Turn) -> None:
 
 def _free_backend_slot(turn: claims.Turn) -> None:
     """Once the answer is generated its backend slot goes (delivery does not need the model),
-    and the chat that has waited longest for it is queued. Once per turn."""
+    and the chat that has waited longest for it is answered next. Once per turn."""
     if turn.backend_id is None:
         return
     with one_writer_at_a_time(), transaction.atomic():
         if not claims.release_slot(turn=turn):
             return
         waiting_chat = claims.wake_waiting_chat(backend_id=turn.backend_id)
-        waiting = claims.first_pending_message(chat_id=waiting_chat) if waiting_chat else None
+    # The woken chat starts here and now, in another of this process's threads: a round through
+    # the queue would leave the slot idle meanwhile. Every thread busy: through the queue.
+    if waiting_chat is not None and not answer_chat(chat_id=waiting_chat, wait=False):
+        waiting = claims.first_pending_message(chat_id=waiting_chat)
         if waiting is not None:
             enqueue_reply(message_id=waiting)
 

@@ -43,11 +43,12 @@ class Engine:
         self._heartbeat.start()
 
     @contextmanager
-    def seat(self) -> Iterator["Seat | None"]:
-        """A thread reserved for one turn; None if none freed up in time."""
-        if not self._seats.acquire(timeout=SEAT_WAIT_SECONDS):
-            logger.warning("Every answering thread stayed busy for %.0f s; the message waits for the sweeper.",
-                           SEAT_WAIT_SECONDS)
+    def seat(self, *, wait: bool = True) -> Iterator["Seat | None"]:
+        """A thread reserved for one turn; None if none freed up in time (or at once, unless `wait`)."""
+        if not self._seats.acquire(timeout=SEAT_WAIT_SECONDS if wait else 0):
+            if wait:
+                logger.warning("Every answering thread stayed busy for %.0f s; the message waits for the "
+                               "sweeper.", SEAT_WAIT_SECONDS)
             yield None
             return
         seat = Seat(self)
@@ -133,12 +134,13 @@ def inline() -> bool:
 
 
 @contextmanager
-def seat() -> Iterator["Seat | InlineSeat | None"]:
-    """Where the next turn runs: a pool thread of this process, or inline."""
+def seat(*, wait: bool = True) -> Iterator["Seat | InlineSeat | None"]:
+    """Where the next turn runs: a pool thread of this process, or inline. Without `wait`, None
+    at once when every thread is busy."""
     if inline():
         yield InlineSeat()
         return
-    with _process_engine().seat() as reserved:
+    with _process_engine().seat(wait=wait) as reserved:
         yield reserved
 
 
