@@ -139,27 +139,45 @@ def start_qcluster(env: dict) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
 
 
+def one_worker_site(fakes, *, max_concurrency: int, **settings: str) -> dict:
+    """A backend on the fake Ollama, the default preset and channel; the environment of a site
+    with one task worker process (many answers in flight in it)."""
+    line_api, ollama_server = fakes
+    backend = ModelBackend.objects.create(name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url,
+                                          model="gemma3:4b", max_concurrency=max_concurrency)
+    SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
+    LineChannel.objects.create(name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN,
+                               is_default=True)
+    return {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
+            "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "1", "Q_SYNC": "",
+            "PYTHONUNBUFFERED": "1", **settings}
+
+
+def start_site(env: dict) -> tuple[str, subprocess.Popen, subprocess.Popen]:
+    """gunicorn and a cluster, once the web server answers: (base URL, web, cluster)."""
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}"],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster = start_qcluster(env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(base, [web, cluster])
+    except BaseException:
+        web.kill()
+        os.killpg(cluster.pid, signal.SIGKILL)
+        raise
+    return base, web, cluster
+
+
 def test_a_worker_killed_with_many_answers_in_flight_loses_none_and_doubles_none(fakes):
     """Ten chats' answers in flight in one worker process when it is SIGKILLed: once a new
     cluster is up and the leases have run out, the sweeper gives them back and each chat gets
     exactly one answer."""
     line_api, ollama_server = fakes
-    backend = ModelBackend.objects.create(name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url,
-                                          model="gemma3:4b", max_concurrency=16)
-    SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
-    LineChannel.objects.create(name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN,
-                               is_default=True)
-    env = {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
-           "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "1", "Q_SYNC": "",
-           "LINEBOT_CLAIM_LEASE": "3", "PYTHONUNBUFFERED": "1"}
+    env = one_worker_site(fakes, max_concurrency=16, LINEBOT_CLAIM_LEASE="3")
     ollama_server.set_delay("chat", 8)  # generations that will not finish before the kill
-    port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster = start_qcluster(env)
+    base, web, cluster = start_site(env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(base, [web, cluster])
         for number in range(10):
             event = ev.text_message_event(f"in flight {number}", user_id=f"U{number:032x}")
             assert post_signed(base, event).status_code == 200
@@ -189,21 +207,10 @@ def test_a_worker_stopped_gracefully_finishes_its_answers_in_flight_first(fakes)
     """SIGTERM, as `manage.py serve` or a deploy sends it: the cluster's workers drain their
     answering threads before they exit, so nothing is left for the sweeper."""
     line_api, ollama_server = fakes
-    backend = ModelBackend.objects.create(name="Ollama", kind=BackendKind.OLLAMA, base_url=ollama_server.url,
-                                          model="gemma3:4b", max_concurrency=8)
-    SamplingPreset.objects.create(name="Default", backend=backend, is_default=True)
-    LineChannel.objects.create(name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN,
-                               is_default=True)
-    env = {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
-           "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "1", "Q_SYNC": "", "PYTHONUNBUFFERED": "1"}
+    env = one_worker_site(fakes, max_concurrency=8)
     ollama_server.set_delay("chat", 3)
-    port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster = start_qcluster(env)
+    base, web, cluster = start_site(env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(base, [web, cluster])
         for number in range(3):
             event = ev.text_message_event(f"drained {number}", user_id=f"U{number:032x}")
             assert post_signed(base, event).status_code == 200
