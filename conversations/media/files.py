@@ -122,6 +122,8 @@ def _older(storage, name: str, cutoff: float) -> bool:
     try:
         return storage.get_modified_time(name).timestamp() < cutoff
     except (OSError, NotImplementedError):
+        # Gone meanwhile, or a storage that keeps no times (Django's API allows it): a file whose
+        # age is unknown is never taken for an orphan; the next sweep looks again.
         return False
 
 
