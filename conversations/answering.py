@@ -40,48 +40,57 @@ def answer_message(*, message_id: int) -> None:
 
 
 def answer_chat(*, chat_id: int, wait: bool = True) -> bool:
-    """Claims the chat's next turn and answers it, in one of this process's answering threads.
+    """Hands the chat to one of this process's answering threads, which claims its next turn
+    and answers it.
 
     Without `wait`, gives up at once (False) when every thread is busy.
     """
     with engine.seat(wait=wait) as seat:
         if seat is None:
             return False
-        outcome, turn = claims.claim_turn(chat_id=chat_id)
-        if turn is not None:
-            seat.run(lambda: _take_turn(turn), claim=turn.claim)
+        seat.run(lambda: _claim_and_take_turn(chat_id))
     return True
+
+
+def _claim_and_take_turn(chat_id: int) -> None:
+    outcome, turn = claims.claim_turn(chat_id=chat_id)
+    if turn is not None:
+        with engine.holding(turn.claim):
+            _take_turn(turn)
 
 
 def _take_turn(turn: claims.Turn) -> None:
     try:
         answer_turn(turn=turn)
     finally:
-        _free_backend_slot(turn)
         with one_writer_at_a_time(), transaction.atomic():
+            woken = claims.give_back_slot(turn=turn)
             claims.release_turn(turn=turn)
             # The chat's messages that came meanwhile. Queued, not answered here, so they go
             # behind what is already in the queue: a busy group cannot hold a worker, nor delay
             # another chat by more than one answer. Not the turn's own messages if they failed
             # to send: the sweeper retries those later.
             pending = claims.first_pending_message(chat_id=turn.chat_id, after=turn.lead_id)
-            if pending is not None:
-                enqueue_reply(message_id=pending)
+        _answer_woken_chat(woken)
+        if pending is not None:
+            enqueue_reply(message_id=pending)
 
 
 def _free_backend_slot(turn: claims.Turn) -> None:
     """Once the answer is generated its backend slot goes (delivery does not need the model),
-    and the chat that has waited longest for it is answered next. Once per turn."""
-    if turn.backend_id is None:
+    and the chat that has waited longest for it is answered next."""
+    if turn.backend_id is None or turn.slot_given_back:
         return
     with one_writer_at_a_time(), transaction.atomic():
-        if not claims.release_slot(turn=turn):
-            return
-        waiting_chat = claims.wake_waiting_chat(backend_id=turn.backend_id)
-    # The woken chat starts here and now, in another of this process's threads: a round through
-    # the queue would leave the slot idle meanwhile. Every thread busy: through the queue.
-    if waiting_chat is not None and not answer_chat(chat_id=waiting_chat, wait=False):
-        waiting = claims.first_pending_message(chat_id=waiting_chat)
+        woken = claims.give_back_slot(turn=turn)
+    _answer_woken_chat(woken)
+
+
+def _answer_woken_chat(chat_id: int | None) -> None:
+    # Here and now, in another of this process's threads: a round through the queue would
+    # leave the freed slot idle meanwhile. Every thread busy: through the queue.
+    if chat_id is not None and not answer_chat(chat_id=chat_id, wait=False):
+        waiting = claims.first_pending_message(chat_id=chat_id)
         if waiting is not None:
             enqueue_reply(message_id=waiting)
 

@@ -42,7 +42,7 @@ class Outcome(Enum):
     NOTHING = "nothing"  # nothing left to answer
 
 
-@dataclass(frozen=True)
+@dataclass
 class Turn:
     chat_id: int
     claim: str
@@ -53,6 +53,8 @@ class Turn:
     preset: SamplingPreset | None = field(default=None, compare=False, repr=False)
     # Whether a photo or voice message is among the messages (None: not known, look).
     media: bool | None = field(default=None, compare=False)
+    # The backend slot was given back (once the answer was generated).
+    slot_given_back: bool = field(default=False, compare=False)
 
     @property
     def lead_id(self) -> int:
@@ -64,37 +66,56 @@ def lease_seconds() -> float:
 
 
 def claim_turn(*, chat_id: int, now: datetime | None = None) -> tuple[Outcome, Turn | None]:
-    """Claims the chat's next turn for this worker, in one transaction."""
+    """Claims the chat's next turn for this worker.
+
+    What the turn holds is read first, outside the write transaction; the transaction then
+    only takes the chat, the backend slot and the messages, each write conditional on what
+    was read still holding (another worker may have been quicker: then it is done again).
+    """
     now = now or timezone.now()
+    for _ in range(3):
+        outcome, turn = _try_claim(chat_id=chat_id, now=now)
+        if outcome is not None:
+            return outcome, turn
+    return Outcome.BUSY, None  # others keep taking the messages from under it: they are answering
+
+
+def _try_claim(*, chat_id: int, now: datetime) -> tuple[Outcome | None, Turn | None]:
+    chat = Chat.objects.select_related("channel").filter(pk=chat_id).first()
+    if chat is None:
+        return Outcome.NOTHING, None
+    if chat.answering_claim and chat.answering_until and chat.answering_until > now:
+        return Outcome.BUSY, None
+    pending = list(
+        Message.objects.filter(chat_id=chat_id, direction=Direction.IN, status=Status.PENDING,
+                               attempts__lt=settings.LINEBOT["MAX_ATTEMPTS"])
+        .order_by("id").values_list("id", "command", "message_type", "attempts")[:MAX_TURN_MESSAGES]
+    )
+    unheld = Q(answering_claim="") | Q(answering_until__lte=now) | Q(answering_until__isnull=True)
+    if not pending:
+        if chat.answering_claim or chat.waiting_for_id or chat.waiting_since:
+            with one_writer_at_a_time():
+                Chat.objects.filter(unheld, pk=chat_id).update(answering_claim="", answering_until=None,
+                                                               waiting_for=None, waiting_since=None)
+        return Outcome.NOTHING, None
+    message_ids = _turn_of(pending)
+    claim = secrets.token_hex(16)
     until = now + timedelta(seconds=lease_seconds())
+    preset = selectors.preset_for_chat(chat=chat) if _needs_model(pending[0]) else None
+    backend = _generating_backend(chat, preset)
     with one_writer_at_a_time(), transaction.atomic():
-        chat = (Chat.objects.select_for_update(of=("self",)).select_related("channel")
-                .filter(pk=chat_id).first())
-        if chat is None:
-            return Outcome.NOTHING, None
-        if chat.answering_claim and chat.answering_until and chat.answering_until > now:
+        if not Chat.objects.filter(unheld, pk=chat_id).update(answering_claim=claim, answering_until=until,
+                                                              waiting_for=None, waiting_since=None):
             return Outcome.BUSY, None
-        pending = list(
-            Message.objects.filter(chat_id=chat_id, direction=Direction.IN, status=Status.PENDING,
-                                   attempts__lt=settings.LINEBOT["MAX_ATTEMPTS"])
-            .order_by("id").values_list("id", "command", "message_type", "attempts")[:MAX_TURN_MESSAGES]
-        )
-        if not pending:
-            if chat.answering_claim or chat.waiting_for_id or chat.waiting_since:
-                Chat.objects.filter(pk=chat_id).update(answering_claim="", answering_until=None,
-                                                       waiting_for=None, waiting_since=None)
-            return Outcome.NOTHING, None
-        message_ids = _turn_of(pending)
-        claim = secrets.token_hex(16)
-        preset = selectors.preset_for_chat(chat=chat) if _needs_model(pending[0]) else None
-        backend = _generating_backend(chat, preset)
         if backend is not None and not concurrency.take_slot(backend=backend, holder=claim, until=until, now=now):
-            Chat.objects.filter(pk=chat_id).update(waiting_for=backend, waiting_since=chat.waiting_since or now)
+            Chat.objects.filter(pk=chat_id).update(answering_claim="", answering_until=None, waiting_for=backend,
+                                                   waiting_since=chat.waiting_since or now)
             return Outcome.WAITING, None
-        Chat.objects.filter(pk=chat_id).update(answering_claim=claim, answering_until=until,
-                                               waiting_for=None, waiting_since=None)
-        Message.objects.filter(id__in=message_ids, status=Status.PENDING).update(
+        claimed = Message.objects.filter(id__in=message_ids, status=Status.PENDING).update(
             status=Status.GENERATING, attempts=F("attempts") + 1, status_changed_at=now)
+        if claimed != len(message_ids):
+            transaction.set_rollback(True)  # answered meanwhile: read the chat again
+            return None, None
     return Outcome.CLAIMED, Turn(chat_id=chat_id, claim=claim, message_ids=message_ids,
                                  backend_id=backend.pk if backend else None, chat=chat, preset=preset,
                                  media=any(row[2] in MEDIA_WITH_CONTENT for row in pending if row[0] in message_ids))
@@ -133,15 +154,19 @@ def _generating_backend(chat: Chat, preset: SamplingPreset | None) -> ModelBacke
     return backends[0] if backends else None
 
 
-def release_slot(*, turn: Turn) -> bool:
-    """Gives the turn's backend slot back; False if it had none (left)."""
-    return concurrency.release_slot(holder=turn.claim)
+def give_back_slot(*, turn: Turn) -> int | None:
+    """Gives the turn's backend slot back, once, and takes the chat that waited longest for
+    one off the waiting list: its id, to be answered next. Call inside a transaction."""
+    if turn.backend_id is None or turn.slot_given_back:
+        return None
+    turn.slot_given_back = True
+    if not concurrency.release_slot(holder=turn.claim):
+        return None  # it expired and was swept: whoever took it woke the waiting chat
+    return wake_waiting_chat(backend_id=turn.backend_id)
 
 
 def release_turn(*, turn: Turn) -> None:
-    """Gives the chat (and the backend slot, if still held) back, only if the claim is still
-    this worker's."""
-    concurrency.release_slot(holder=turn.claim)
+    """Gives the chat back, only if the claim is still this worker's (the slot: `give_back_slot`)."""
     Chat.objects.filter(pk=turn.chat_id, answering_claim=turn.claim).update(answering_claim="",
                                                                              answering_until=None)
 

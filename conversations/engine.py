@@ -1,19 +1,21 @@
 """Many answers in flight per worker process: a bounded pool of answering threads.
 
-A django-q2 worker hands each claimed turn to a thread here and goes back to the queue, so
-how many answers are generated at once is set by the backends' slots
+A django-q2 worker hands each chat to a thread here and goes back to the queue: the thread
+claims the chat's turn and answers it, so the worker's one task thread only passes work on,
+and how many answers are generated at once is set by the backends' slots
 (`models_registry.concurrency`), not by the number of processes. The pool is bounded: when
-every thread is busy the task waits for one before it claims anything, so further work stays
-in the queue. Durability stays in the database: a turn's claim has a lease this module's
-heartbeat renews; if the process dies the leases expire and the sweeper gives the turns back.
+every thread is busy the task waits for one, so further work stays in the queue. Durability
+stays in the database: a turn's claim has a lease this module's heartbeat renews (`holding`);
+if the process dies the leases expire, and a chat handed on but not yet claimed keeps its
+messages pending: either way the sweeper gives them back.
 
 With django-q2 in sync mode (the tests) or `LINEBOT_ENGINE_THREADS=0`, turns run inline.
 """
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import util as multiprocessing_util
 
@@ -26,14 +28,21 @@ logger = logging.getLogger(__name__)
 # A task that finds every thread busy gives up after this long and leaves its message to the
 # sweeper, well inside django-q2's task timeout (which would kill the whole process).
 SEAT_WAIT_SECONDS = 60.0
+# A thread idle this long lets go of its SQLite connection (each holds its own page cache,
+# megabytes per thread); a busy one keeps it, as opening one costs a schema parse.
+IDLE_SECONDS = 2.0
 
 
 class Engine:
     def __init__(self, *, threads: int, renew: Callable[[list[str]], None], heartbeat_every: float) -> None:
         self.threads = threads
         self._seats = threading.BoundedSemaphore(threads)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="answer")
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._waiting_workers = 0
+        self._queued = 0  # handed over, not yet taken up by a thread
         self._held: set[str] = set()
+        self._running = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._renew = renew
@@ -58,28 +67,75 @@ class Engine:
             if not seat.started:
                 self._seats.release()
 
-    def _start(self, work: Callable[[], None], claim: str) -> None:
+    def _start(self, work: Callable[[], None], claim: str | None) -> None:
+        with self._lock:
+            self._running += 1
+            self._queued += 1
+            # Threads start as they are first needed, up to one per seat.
+            if self._waiting_workers < self._queued and len(self._workers) < self.threads:
+                worker = threading.Thread(target=self._serve, name=f"answer-{len(self._workers)}", daemon=True)
+                self._workers.append(worker)
+                worker.start()
+        self._work.put((work, claim))
+
+    def _serve(self) -> None:
+        holds_connections = False
+        while True:
+            with self._lock:
+                self._waiting_workers += 1
+            try:
+                item = self._work.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                if holds_connections:
+                    _let_go_of_connections()
+                    holds_connections = False
+                continue
+            finally:
+                with self._lock:
+                    self._waiting_workers -= 1
+            if item is None:
+                _let_go_of_connections()
+                return
+            with self._lock:
+                self._queued -= 1
+            self._run(*item)
+            holds_connections = True
+
+    def _run(self, work: Callable[[], None], claim: str | None) -> None:
+        close_old_connections()
+        _current.engine = self
+        try:
+            if claim is None:
+                work()
+            else:
+                with self.holding(claim):
+                    work()
+        except Exception:
+            logger.exception("An answering thread's work failed")
+        finally:
+            _current.engine = None
+            close_old_connections()
+            with self._lock:
+                self._running -= 1
+                self._idle.notify_all()
+            self._seats.release()
+
+    @contextmanager
+    def holding(self, claim: str) -> Iterator[None]:
+        """Keeps the claim's lease renewed by the heartbeat while the block runs."""
         with self._lock:
             self._held.add(claim)
-        self._pool.submit(self._run, work, claim)
-
-    def _run(self, work: Callable[[], None], claim: str) -> None:
-        close_old_connections()
         try:
-            work()
-        except Exception:
-            logger.exception("Answering turn %s failed", claim[:8])
+            yield
         finally:
             with self._lock:
                 self._held.discard(claim)
-                self._idle.notify_all()
-            self._seats.release()
-            _let_go_of_connections()
 
     @property
     def in_flight(self) -> int:
+        """Work handed to the threads and not finished yet."""
         with self._lock:
-            return len(self._held)
+            return self._running
 
     def _beat(self) -> None:
         while not self._stopping.wait(self._heartbeat_every):
@@ -96,17 +152,21 @@ class Engine:
                 connections.close_all()
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Waits for the turns in flight to finish (a worker stopping or recycled); True if they did."""
+        """Waits for the work in flight to finish (a worker stopping or recycled); True if it did."""
         with self._lock:
-            finished = self._idle.wait_for(lambda: not self._held, timeout=timeout)
+            finished = self._idle.wait_for(lambda: not self._running, timeout=timeout)
+            workers = list(self._workers)
         self._stopping.set()
-        self._pool.shutdown(wait=finished)
+        for _ in workers:
+            self._work.put(None)
+        if finished:
+            for worker in workers:
+                worker.join()
         return finished
 
 
 def _let_go_of_connections() -> None:
-    """After a turn: an idle answering thread keeps no SQLite connection (each holds its own
-    page cache, megabytes per thread); opening one again costs a fraction of a millisecond.
+    """An idle answering thread keeps no SQLite connection (each holds its own page cache).
     A PostgreSQL connection is kept (reconnecting costs milliseconds) until CONN_MAX_AGE."""
     for connection in connections.all(initialized_only=True):
         if connection.vendor == "sqlite":
@@ -119,7 +179,8 @@ class Seat:
         self._engine = engine
         self.started = False
 
-    def run(self, work: Callable[[], None], *, claim: str) -> None:
+    def run(self, work: Callable[[], None], *, claim: str | None = None) -> None:
+        """Runs `work` in the reserved thread; a `claim` already taken is kept renewed meanwhile."""
         self.started = True
         self._engine._start(work, claim)
 
@@ -127,6 +188,7 @@ class Seat:
 _engine: Engine | None = None
 _engine_pid = 0
 _engine_lock = threading.Lock()
+_current = threading.local()  # the engine whose thread this is
 
 
 def inline() -> bool:
@@ -145,8 +207,30 @@ def seat(*, wait: bool = True) -> Iterator["Seat | InlineSeat | None"]:
 
 
 class InlineSeat:
-    def run(self, work: Callable[[], None], *, claim: str) -> None:
+    def run(self, work: Callable[[], None], *, claim: str | None = None) -> None:
         work()
+
+
+@contextmanager
+def holding(claim: str) -> Iterator[None]:
+    """In an answering thread, keeps the claim's lease renewed while the block runs (inline,
+    nothing renews it: a turn run inline ends within its lease or is given back)."""
+    current = getattr(_current, "engine", None)
+    if current is None:
+        yield
+        return
+    with current.holding(claim):
+        yield
+
+
+def in_background(work: Callable[[], None]) -> bool:
+    """Runs `work` (a short call to LINE, say) in an answering thread, waiting for one if all are
+    busy; False if none freed up in time."""
+    with seat() as reserved:
+        if reserved is None:
+            return False
+        reserved.run(work)
+    return True
 
 
 def _process_engine() -> Engine:

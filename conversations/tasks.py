@@ -1,5 +1,5 @@
 """django-q2 entry points: thin wrappers over services (their paths are in `queue`)."""
-from . import answering, notices, profiles, retention, sweeper
+from . import answering, engine, notices, profiles, retention, sweeper
 from .simulator import compare
 
 
@@ -11,12 +11,13 @@ def send_notice(message_id: int) -> None:
     notices.send_notice(message_id=message_id)
 
 
+# Names are fetched in an answering thread: the worker's task thread only passes work on.
 def refresh_chat_profile(chat_id: int) -> None:
-    profiles.refresh_chat_profile(chat_id=chat_id)
+    engine.in_background(lambda: profiles.refresh_chat_profile(chat_id=chat_id))
 
 
 def refresh_member_profile(member_id: int) -> None:
-    profiles.refresh_member_profile(member_id=member_id)
+    engine.in_background(lambda: profiles.refresh_member_profile(member_id=member_id))
 
 
 def sweep_stuck_messages() -> str:

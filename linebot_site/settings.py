@@ -300,6 +300,10 @@ Q_CLUSTER = {
     # Our own guard on Message.attempts decides; this stops endless re-runs of a
     # task that kills its worker.
     "max_attempts": 3,
+    # A worker is replaced after this many tasks (django-q2's guard against leaks). Each
+    # replacement lets its answers in flight finish first, so not too often: 500, django-q2's
+    # default, is a few seconds of a busy bot.
+    "recycle": int(os.environ.get("Q_RECYCLE", "10000")),
     "save_limit": -1,
     "ack_failures": True,
     "catch_up": False,
