@@ -26,6 +26,8 @@ from .models import EmulatorCall, SimulatedChat, SimulatedEvent, SimulatedMember
 
 # LINE: "The reply token must be used within one minute after receiving the webhook."
 REPLY_TOKEN_LIFETIME = timedelta(minutes=1)
+# LINE keeps what users send "for a certain period" only; the emulator keeps an upload this long.
+CONTENT_LIFETIME = timedelta(days=1)
 TEXT_TYPES = ("text", "textV2")
 # Sent messages of these types get a quote token back, as LINE documents.
 QUOTABLE_TYPES = ("text", "textV2", "sticker")
@@ -49,10 +51,11 @@ class EmulatedResponse:
     status: int
     body: dict
     headers: dict[str, str] = field(default_factory=dict)
+    data: bytes | None = None  # a binary answer (the content endpoint's) instead of JSON
 
     @property
     def content(self) -> bytes:
-        return json.dumps(self.body, ensure_ascii=False).encode()
+        return self.data if self.data is not None else json.dumps(self.body, ensure_ascii=False).encode()
 
 
 @dataclass
@@ -267,6 +270,30 @@ def _loading(call: _Call, *, payload: dict, headers: dict) -> EmulatedResponse:
     return call.respond(202, {})
 
 
+# --- Content (LINE's data host) ----------------------------------------------------------
+
+
+def _content(call: _Call, *, message_id: str) -> EmulatedResponse:
+    """What a member sent with a photo or voice message: the simulator's upload, while LINE
+    would still keep it (CONTENT_LIFETIME); else LINE's 404, as for an unknown or expired id."""
+    event = (SimulatedEvent.objects.select_related("simulated_chat")
+             .filter(simulated_chat__channel=call.channel, line_message_id=message_id).first()
+             if message_id.isdigit() else None)
+    if event is not None:
+        call.simulated_chat = event.simulated_chat
+    if event is None or not event.content or event.sent_at < timezone.now() - CONTENT_LIFETIME:
+        return call.respond(404, {"message": "Not found"})
+    try:
+        with event.content.open("rb") as handle:
+            data = handle.read()
+    except OSError:
+        return call.respond(404, {"message": "Not found"})
+    response = EmulatedResponse(200, {}, {"x-line-request-id": call.request_id, "Content-Type": event.content_type},
+                                data=data)
+    call.record(response)
+    return response
+
+
 # --- Reading profiles --------------------------------------------------------------------
 
 
@@ -314,6 +341,7 @@ _ROUTES = [
     ("GET", re.compile(r"/v2/bot/(?:group|room)/(?P<chat_id>[^/]+)/member/(?P<user_id>[^/]+)"), "member_profile",
      _member_profile),
     ("GET", re.compile(r"/v2/bot/info"), "bot_info", _bot_info),
+    ("GET", re.compile(r"/v2/bot/message/(?P<message_id>[^/]+)/content"), "content", _content),
 ]
 
 

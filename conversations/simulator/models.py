@@ -5,12 +5,16 @@ None of this holds what was said: the texts live in `Message` rows, where redact
 erasure and retention reach them. The emulator records the shape of each call (types,
 lengths, quote tokens), and reads the texts back from the answer it delivered.
 """
+import posixpath
+import uuid
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from models_registry.models import SamplingPreset
 
+from ..media.storage import media_storage
 from ..models import Chat, LineChannel, Message, SourceType
 
 
@@ -66,6 +70,11 @@ class SimulatedMember(models.Model):
         return self.display_name
 
 
+def simulated_content_name(instance: "SimulatedEvent", filename: str) -> str:
+    # A folder of its own and a random name, as the pipeline's files have (media.models).
+    return f"simulator/{uuid.uuid4().hex}{posixpath.splitext(filename)[1].lower()}"
+
+
 class SimulatedEvent(models.Model):
     """A webhook event the simulator delivered: the tokens LINE would have issued with it."""
 
@@ -85,6 +94,11 @@ class SimulatedEvent(models.Model):
     # Set when the webhook acknowledged a message without storing it, and why (UNSTORED_REASONS):
     # the simulator still shows that it was said, as the chat's members saw it, but not its text.
     unstored_reason = models.CharField(max_length=16, blank=True, default="")
+    # The photo or voice message uploaded with the event, as the emulator serves it on LINE's
+    # content endpoint: in the private media storage (no URL), gone with the event, the chat,
+    # or after CONTENT_LIFETIME (`services.forget_expired_content`).
+    content = models.FileField(storage=media_storage, upload_to=simulated_content_name, max_length=255, blank=True)
+    content_type = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["id"]
