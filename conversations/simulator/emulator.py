@@ -13,7 +13,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from ..line.client import retry_key
 from ..line.text import MAX_MESSAGES_PER_CALL, MAX_TEXT_UNITS, utf16_units
+from ..media.files import delete_files
 from ..models import Direction, LineChannel, Message, SourceType
 from .models import EmulatorCall, SimulatedChat, SimulatedEvent, SimulatedMember, Trouble
 
@@ -292,6 +293,17 @@ def _content(call: _Call, *, message_id: str) -> EmulatedResponse:
                                 data=data)
     call.record(response)
     return response
+
+
+def forget_expired_content(*, now: datetime | None = None) -> int:
+    """Deletes the uploads older than CONTENT_LIFETIME (already answered 404), their files once
+    this commits; returns how many. Run with each upload and by the daily purge."""
+    rows = SimulatedEvent.objects.filter(sent_at__lt=(now or timezone.now()) - CONTENT_LIFETIME).exclude(content="")
+    names = list(rows.values_list("content", flat=True))
+    forgotten = rows.update(content="", content_type="")
+    if names:
+        transaction.on_commit(lambda: delete_files(names))
+    return forgotten
 
 
 # --- Reading profiles --------------------------------------------------------------------

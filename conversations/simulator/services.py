@@ -7,7 +7,6 @@ import io
 import json
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -30,7 +29,7 @@ from ..media.audio import AudioRejected, audio_content_type, m4a_duration_ms
 from ..media.files import EXTENSIONS, delete_files
 from ..models import LineChannel, SourceType
 from . import events
-from .emulator import CONTENT_LIFETIME
+from .emulator import forget_expired_content
 from .models import NOT_ADDRESSED, OPTED_OUT, SimulatedChat, SimulatedEvent, SimulatedMember, Trouble
 
 DEFAULT_MEMBERS = {SourceType.USER: ["You"], SourceType.GROUP: ["Alice", "Bob", "陳小明"],
@@ -214,17 +213,6 @@ def delete_simulated_chat(*, simulated_chat: SimulatedChat, actor) -> None:
         if names:
             # Once the rows are surely gone; a file that stays is the orphan sweep's.
             transaction.on_commit(lambda: delete_files(names))
-
-
-def forget_expired_content(*, now: datetime | None = None) -> int:
-    """Deletes the uploads older than CONTENT_LIFETIME (the emulator already answers 404 for them),
-    their files once this commits; returns how many. Run with each upload and by the daily purge."""
-    rows = SimulatedEvent.objects.filter(sent_at__lt=(now or timezone.now()) - CONTENT_LIFETIME).exclude(content="")
-    names = list(rows.values_list("content", flat=True))
-    forgotten = rows.update(content="", content_type="")
-    if names:
-        transaction.on_commit(lambda: delete_files(names))
-    return forgotten
 
 
 def deliver(*, channel: LineChannel, events_: list[dict]) -> Delivery:

@@ -58,8 +58,11 @@ class EmulatorHTTPTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         answer = emulator.handle(channel_id=self.channel_id, method=request.method, path=request.url.path,
                                  headers=dict(request.headers), body=request.read())
-        return httpx.Response(answer.status, headers={"Content-Type": "application/json", **answer.headers},
-                              content=answer.content)
+        content = answer.content
+        # A stream, not `content=`: httpx reads given content at once, and the caller streams it.
+        return httpx.Response(answer.status, stream=httpx.ByteStream(content),
+                              headers={"Content-Type": "application/json", **answer.headers,
+                                       "Content-Length": str(len(content))})
 
 
 @lru_cache(maxsize=32)
