@@ -266,3 +266,14 @@ def test_deleting_the_simulated_chat_removes_the_upload_and_the_stored_photo(
     assert response.status_code == 302
     assert files_in_storage() == [] and not SimulatedEvent.objects.exists() and not MessageMedia.objects.exists()
     assert content_call(simulated, event.line_message_id).status == 404
+
+
+def test_a_photo_the_bot_does_not_store_is_not_kept_by_the_emulator_either(simulation, ollama_server):
+    simulated = simulation.without_notice().chat("group")  # group memory "addressed": no mention, not stored
+    delivery = simulation.say(simulated, message_type="image",
+                              upload=services.checked_upload(message_type="image", data=image_bytes("JPEG")))
+    assert delivery.body["ignored"] == 1
+    event = SimulatedEvent.objects.get(message_type="image")
+    assert (event.unstored_reason, event.content.name) == ("not addressed", "")
+    assert files_in_storage() == [] and ollama_server.chat_requests == []
+    assert content_call(simulated, event.line_message_id).status == 404

@@ -275,7 +275,12 @@ def _send(simulated: SimulatedChat, event: dict, *, actor, upload: Upload | None
         # Acknowledged, not stored: its sender opted out, or group memory "addressed" and not
         # addressed to the bot (`ingest`). The page shows it was said; nothing keeps its text.
         unstored = OPTED_OUT if commands.opted_out(channel=channel, line_user_id=record.sender_id) else NOT_ADDRESSED
-    SimulatedEvent.objects.filter(pk=record.pk).update(webhook_status=delivery.status, unstored_reason=unstored)
+    forget = {"content": "", "content_type": ""} if unstored and record.content else {}
+    SimulatedEvent.objects.filter(pk=record.pk).update(webhook_status=delivery.status, unstored_reason=unstored,
+                                                       **forget)
+    if forget:
+        # No worker will fetch it, and the page says nothing on the server keeps such a message.
+        delete_files([record.content.name])
     audit.record(action=AuditAction.SIMULATE, actor=actor, target_type="simulated_chat", target_id=simulated.pk,
                  details={"event": event["type"], "message_type": record.message_type,
                           "mentions_bot": record.mentions_bot, "webhook_status": delivery.status,
