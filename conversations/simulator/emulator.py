@@ -5,6 +5,8 @@ wrote; see `transport`). Bodies are checked against LINE's documented limits (5 
 call, 5,000 UTF-16 units a text, loading seconds) and line-bot-sdk's own request models,
 which are generated from LINE's OpenAPI description. Reply tokens work once, within
 REPLY_TOKEN_LIFETIME of their event; a retry key accepted once is answered 409 after.
+The data host's content endpoint serves what the simulator uploaded with an event, for
+CONTENT_LIFETIME (LINE, too, keeps content for a while only).
 Every call is recorded (`EmulatorCall`) for the simulator page: web and workers are
 different processes, so the database is where they meet.
 """

@@ -3,7 +3,9 @@ Messaging API emulator answered, and preset comparisons.
 
 None of this holds what was said: the texts live in `Message` rows, where redaction,
 erasure and retention reach them. The emulator records the shape of each call (types,
-lengths, quote tokens), and reads the texts back from the answer it delivered.
+lengths, quote tokens), and reads the texts back from the answer it delivered. The one
+exception is a photo or voice message uploaded with an event, kept as LINE keeps what users
+send until the worker fetches it: a day at most, and not at all once the bot did not store it.
 """
 import posixpath
 import uuid
