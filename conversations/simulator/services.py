@@ -53,6 +53,7 @@ class Delivery:
 class Upload:
     """A photo or voice message an operator sends as a member, checked (`checked_upload`)."""
 
+    message_type: str  # "image" or "audio"
     data: bytes
     content_type: str
     duration_ms: int | None = None  # a voice message's, from its M4A header
@@ -74,7 +75,7 @@ def checked_upload(*, message_type: str, data: bytes) -> Upload:
         raise ValidationError(_("The file is larger than %(limit)s.") % {"limit": filesizeformat(limit)})
     if message_type == "image":
         try:
-            return Upload(data, image_content_type(data))
+            return Upload(message_type, data, image_content_type(data))
         except ImageRejected as exc:
             raise ValidationError(_("That is not a photo LINE would send: %(reason)s.") % {"reason": exc.reason}) from None
     try:
@@ -85,7 +86,7 @@ def checked_upload(*, message_type: str, data: bytes) -> Upload:
     duration = m4a_duration_ms(data)
     if not duration:
         raise ValidationError(_("This M4A file says nothing of how long it plays: it is incomplete."))
-    return Upload(data, content_type, duration)
+    return Upload(message_type, data, content_type, duration)
 
 
 def create_simulated_chat(*, channel: LineChannel, source_type: str, title: str = "",
@@ -124,7 +125,7 @@ def send_message(*, simulated_chat: SimulatedChat, member: SimulatedMember, mess
     message with an `upload` is served to the worker as LINE serves what users send."""
     if member.simulated_chat_id != simulated_chat.pk or member.left_at is not None:
         raise ValidationError(_("That member is not in this chat."))
-    if upload is not None and message_type not in UPLOAD_LIMITS:
+    if upload is not None and upload.message_type != message_type:
         raise ValidationError(_("Only a photo or a voice message can be uploaded."))
     if message_type == "text":
         text = text.strip()
