@@ -3,7 +3,8 @@
 A newcomer's installation: `bootstrap` made the Sandbox channel, the local backend (a fake
 Ollama at OLLAMA_HOST) and the default preset. Tasks run in django-q2's sync mode (see
 conftest), so each answer is ready when the send request ends; the page still polls for it.
-Saves the README's screenshots `simulator` and `compare-presets`.
+Saves the README's screenshots `simulator`, `simulator-one-to-one`, `simulator-photo` and
+`compare-presets`.
 """
 import re
 
