@@ -15,6 +15,7 @@ from core.sqlite_writes import checkpoint_wal
 from . import selectors
 from .media.files import forget_media, sweep_orphans
 from .models import Chat, ChatMember, Message
+from .simulator.emulator import forget_expired_content
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ def purge_expired(
         },
     )
     if not dry_run:
+        # The simulator's uploads last as long as LINE would keep them.
+        forget_expired_content(now=now)
         # Files whose deletion failed before, or that a killed download left behind.
         report.orphan_files = sweep_orphans()
     if report.messages and not dry_run:

@@ -67,6 +67,15 @@ def thumbnail(data: bytes, *, side: int | None = None) -> tuple[bytes, str]:
     return clean.data, clean.content_type
 
 
+def image_content_type(data: bytes) -> str:
+    """The content type of `data` as it is (image/jpeg, image/png, image/webp, image/gif), proven
+    by decoding it within the pixel limit; ImageRejected when it is not an image we accept."""
+    from PIL import Image
+
+    image = _open(data, max_pixels=settings.LINEBOT_MEDIA["MAX_IMAGE_PIXELS"])
+    return Image.MIME[image.format]
+
+
 def _open(data: bytes, *, max_pixels: int):
     from PIL import Image
 

@@ -446,14 +446,17 @@ def test_a_video_in_a_one_to_one_chat_gets_the_automatic_answer_marked_as_the_bo
     assert ollama_server.chat_requests == []
 
 
-def test_a_simulated_photo_is_never_fetched_from_line_and_gets_the_short_answer(simulation, ollama_server,
-                                                                                  settings):
+def test_a_simulated_photo_without_an_upload_is_asked_of_the_emulator_never_of_line(simulation, ollama_server,
+                                                                                       settings):
     settings.LINE_DATA_API_HOST = "http://127.0.0.1:9"  # a fetch would fail loudly here, not reach LINE
     simulated = simulation.chat("user")
     simulation.say(simulated, message_type="image")
     reply = Message.objects.get(message_type="non_text_reply")
     assert reply.text.startswith("I could not get your photo") or reply.text.startswith("我拿不到您的圖片")
-    assert "simulator sends no photo" in Message.objects.get(message_type="image").error
+    # Nothing was uploaded: the emulator answers as LINE does for an unknown or expired content id.
+    assert "no such content" in Message.objects.get(message_type="image").error
+    assert EmulatorCall.objects.filter(endpoint="content").values_list("status", "simulated_chat").get() == (
+        404, simulated.pk)
     assert ollama_server.chat_requests == []
 
 

@@ -3,7 +3,8 @@
 A newcomer's installation: `bootstrap` made the Sandbox channel, the local backend (a fake
 Ollama at OLLAMA_HOST) and the default preset. Tasks run in django-q2's sync mode (see
 conftest), so each answer is ready when the send request ends; the page still polls for it.
-Saves the README's screenshots `simulator` and `compare-presets`.
+Saves the README's screenshots `simulator`, `simulator-one-to-one`, `simulator-photo` and
+`compare-presets`.
 """
 import re
 
@@ -11,7 +12,8 @@ import pytest
 from django.core.management import call_command
 
 from conversations.models import BOT_EVENT_TYPES, Chat, Message
-from conversations.simulator.models import EmulatorCall, SimulatedChat
+from conversations.simulator.models import EmulatorCall, SimulatedChat, SimulatedEvent
+from core.models import AuditEvent
 from models_registry.models import ModelBackend, SamplingPreset
 from tests.fakes.line_api import FakeLineAPI
 from tests.fakes.llm import echo_chat, last_user_text
@@ -38,17 +40,21 @@ def chatty(messages, options) -> str:
             return "Sunny, 24–28 °C: a good day for Elephant Mountain."
         return ("Saturday looks sunny in Taipei, 24–28 °C with a light breeze. Bring water and sunscreen; "
                 "the trail up Elephant Mountain gets busy after 9 am.")
+    if text == "[photo]":
+        return "That is a mountain at sunset — it looks like the view from Elephant Mountain. Go around 5 pm for it."
     if "hello" in text.lower():
         return "Hello! I am the shop's assistant. Ask me about opening hours, orders or returns."
     return echo_chat(messages, options)
 
 
 @pytest.fixture
-def newcomer(settings, monkeypatch):
-    """`make run` on a fresh installation, with a model at OLLAMA_HOST; LINE is a fake that must stay silent."""
-    with FakeOllama(models=("gemma3:4b",), responder=chatty, chunk_interval=0.01) as ollama_server, \
-            FakeLineAPI() as line_api:
-        settings.LINE_API_HOST = line_api.url
+def newcomer(settings, monkeypatch, tmp_path):
+    """`make run` on a fresh installation, with a model at OLLAMA_HOST (gemma3 reads images, as the
+    real one does); LINE is a fake that must stay silent."""
+    with FakeOllama(models=("gemma3:4b",), vision_models=("gemma3:4b",), responder=chatty,
+                    chunk_interval=0.01) as ollama_server, FakeLineAPI() as line_api:
+        settings.LINE_API_HOST = settings.LINE_DATA_API_HOST = line_api.url
+        settings.LINEBOT_MEDIA_ROOT = tmp_path / "media"
         settings.OLLAMA_HOST = ollama_server.url
         settings.OLLAMA_DEFAULT_MODEL = "gemma3:4b"
         settings.LINE_CHANNEL_SECRET = settings.LINE_CHANNEL_ACCESS_TOKEN = ""
@@ -212,3 +218,58 @@ def test_a_group_rehearsal_and_a_preset_comparison(page, live_server, newcomer):
     # Nothing added to the log: the join's notice, two questions and their answers.
     assert Message.objects.filter(chat=chat).exclude(message_type__in=BOT_EVENT_TYPES).count() == 5
     shot(page, "compare-presets")
+
+
+def sunset_photo() -> bytes:
+    """A photo a LINE user might send (drawn here: no binary fixtures), with a camera's EXIF."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (640, 427))
+    draw = ImageDraw.Draw(image)
+    for y in range(427):  # an evening sky, orange to violet
+        draw.line([(0, y), (640, y)], fill=(255 - y // 4, 140 - y // 5, 90 + y // 4))
+    draw.ellipse((380, 170, 480, 270), fill=(255, 214, 120))
+    draw.polygon([(0, 427), (0, 300), (150, 200), (300, 310), (430, 230), (640, 330), (640, 427)], fill=(40, 60, 55))
+    exif = Image.Exif()
+    exif[0x0110] = "FakePhone 15 Pro"
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_a_photo_uploaded_in_the_simulator_is_answered_and_shown(page, live_server, newcomer):
+    ollama_server, _ = newcomer
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/admin/conversations/simulatedchat/?new=1")
+    page.fill("#id_first_message", "hello")
+    submit(page, ".sim-new-form input[type=submit]")
+    answers = page.locator(".sim-row.sim-bot:not(.sim-notice)")
+    expect(answers.first).to_contain_text("I am the shop's assistant")
+
+    # Not a photo: the server says so, and nothing is sent or stored.
+    page.set_input_files("#sim-upload-image", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
+                                                       "buffer": b"not a photo at all"}])
+    expect(page.locator("#sim-error")).to_contain_text("That is not a photo LINE would send")
+    assert not SimulatedEvent.objects.filter(message_type="image").exists()
+
+    page.set_input_files("#sim-upload-image", files=[{"name": "sunset.jpg", "mimeType": "image/jpeg",
+                                                       "buffer": sunset_photo()}])
+    expect(page.locator("#sim-error")).to_have_text("")
+    # The worker fetched it from the emulator, the model saw it, and the thread shows its thumbnail
+    # (through the audited staff media view) with the answer under it.
+    expect(answers.last).to_contain_text("I see an image 640x427 JPEG")
+    expect(answers.last).to_contain_text("Elephant Mountain")
+    thumbnail = page.locator(".sim-row.sim-user .sim-thumbnail img")
+    expect(thumbnail).to_have_count(1)
+    expect(thumbnail).to_have_attribute("src", re.compile(r"/admin/conversations/message/\d+/media/thumbnail/$"))
+    page.wait_for_function("() => document.querySelector('.sim-thumbnail img').naturalWidth > 0")
+    assert EmulatorCall.objects.filter(endpoint="content", status=200).count() == 1
+    assert any(message.get("images") for message in ollama_server.last("chat").json["messages"])
+    assert AuditEvent.objects.filter(target_type="message_media", details__variant="thumbnail").count() == 1
+    page.locator("#sim-text").fill("Is it far from Taipei 101?")
+    # The photo and its answer in view, and the composer with its upload buttons under them.
+    page.locator("#sim-timeline").evaluate("timeline => { timeline.scrollTop = timeline.scrollHeight; }")
+    page.evaluate("window.scrollTo(0, document.querySelector('.sim-phone').getBoundingClientRect().top + scrollY - 8)")
+    shot(page, "simulator-photo")

@@ -52,15 +52,29 @@ class Content:
     content_type: str  # as the server said; the media checks decide what it really is
 
 
-def fetch_line_content(*, access_token: str, message_id: str, max_bytes: int) -> Content:
-    """A message's photo, voice message (or other file) from LINE's data host."""
+def fetch_channel_content(*, channel, message_id: str, max_bytes: int) -> Content:
+    """A message's content from LINE's data host, or for a simulated channel from the emulator
+    in this process (as `client.client_for` routes its calls): LINE is never asked about a
+    simulated message, and the download runs the same code, limits and status checks."""
+    if channel.is_simulated:
+        from ..simulator.transport import EMULATOR_HOST, EmulatorHTTPTransport
+
+        return fetch_line_content(access_token=channel.access_token, message_id=message_id, max_bytes=max_bytes,
+                                  host=EMULATOR_HOST, transport=EmulatorHTTPTransport(channel_id=channel.pk))
+    return fetch_line_content(access_token=channel.access_token, message_id=message_id, max_bytes=max_bytes)
+
+
+def fetch_line_content(*, access_token: str, message_id: str, max_bytes: int, host: str | None = None,
+                       transport=None) -> Content:
+    """A message's photo, voice message (or other file) from LINE's data host (or `host`,
+    reached through an httpx `transport`)."""
     import httpx
 
     if not message_id.isdigit():
         raise ContentError("a LINE message ID is a number")
-    url = f"{settings.LINE_DATA_API_HOST.rstrip('/')}/v2/bot/message/{quote(message_id)}/content"
+    url = f"{(host or settings.LINE_DATA_API_HOST).rstrip('/')}/v2/bot/message/{quote(message_id)}/content"
     headers = {"Authorization": f"Bearer {access_token}", "Accept-Encoding": "identity"}
-    with _client() as client:
+    with _client(transport=transport) as client:
         return _stream(client, httpx.Request("GET", url, headers=headers), max_bytes=max_bytes)
 
 
@@ -122,13 +136,13 @@ def fetch_external_content(*, url: str, max_bytes: int, policy: ExternalPolicy =
         return _stream(client, request, max_bytes=max_bytes)
 
 
-def _client(*, trust_env: bool = True):
+def _client(*, trust_env: bool = True, transport=None):
     import httpx
 
     from models_registry.backends.base import http_timeout, refuse_redirects
 
     return httpx.Client(timeout=http_timeout(settings.LINE_API_TIMEOUT), follow_redirects=False,
-                        trust_env=trust_env, event_hooks={"response": [refuse_redirects]})
+                        trust_env=trust_env, event_hooks={"response": [refuse_redirects]}, transport=transport)
 
 
 def _stream(client, request, *, max_bytes: int) -> Content:

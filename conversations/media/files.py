@@ -3,7 +3,8 @@
 Files are deleted only once the transaction that took their rows has committed
 (`transaction.on_commit`), so a rolled-back purge loses nothing. A file whose deletion fails,
 or one left by a worker killed between writing it and committing its row, is named by no row:
-`sweep_orphans` (run by every purge) deletes it once it is older than a grace period.
+`sweep_orphans` (run by every purge) deletes it once it is older than a grace period. The
+simulator's uploads (`SimulatedEvent.content`) live in the same storage and are swept alike.
 """
 import hashlib
 import logging
@@ -17,6 +18,7 @@ from django.db import transaction
 from core.images import sanitize_image
 
 from ..models import Message
+from ..simulator.models import SimulatedEvent
 from .audio import audio_content_type
 from .models import MediaKind, MessageMedia
 from .storage import media_storage
@@ -53,7 +55,7 @@ def store_media(*, message: Message, kind: str, data: bytes, image_set_id: str =
         with transaction.atomic():
             media.save()
     except BaseException:
-        _delete_files([media.file.name])
+        delete_files([media.file.name])
         raise
     return media
 
@@ -66,7 +68,7 @@ def forget_media(*, message_ids: Iterable[int]) -> int:
     names = [name for name in rows.values_list("file", flat=True) if name]
     deleted = rows._raw_delete(rows.db)
     if names:
-        transaction.on_commit(lambda: _delete_files(names))
+        transaction.on_commit(lambda: delete_files(names))
     return deleted
 
 
@@ -76,11 +78,12 @@ def redact_media(*, message_ids: Iterable[int]) -> int:
     names = [name for name in rows.values_list("file", flat=True) if name]
     redacted = rows.update(file="", redacted=True)
     if names:
-        transaction.on_commit(lambda: _delete_files(names))
+        transaction.on_commit(lambda: delete_files(names))
     return redacted
 
 
-def _delete_files(names: list[str]) -> None:
+def delete_files(names: list[str]) -> None:
+    """Deletes these files from the media storage; one that cannot be is left to the sweep."""
     storage = media_storage()
     for name in names:
         try:
@@ -102,8 +105,10 @@ def sweep_orphans(*, grace_seconds: float | None = None) -> int:
 
     def flush() -> int:
         named = set(MessageMedia.objects.filter(file__in=batch).values_list("file", flat=True))
+        # The simulator's uploads, which its emulator serves as LINE's content, are held by their event.
+        named |= set(SimulatedEvent.objects.filter(content__in=batch).values_list("content", flat=True))
         orphans = [name for name in batch if name not in named and _older(storage, name, cutoff)]
-        _delete_files(orphans)
+        delete_files(orphans)
         batch.clear()
         return sum(1 for name in orphans if not storage.exists(name))
 

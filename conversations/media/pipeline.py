@@ -26,7 +26,7 @@ from models_registry.models import ModelBackend, SamplingPreset
 from models_registry.selectors import reads_images
 from models_registry.services import TranscriptionRefused, allowed_backends, transcribe
 
-from ..line.content import ContentError, fetch_external_content, fetch_line_content
+from ..line.content import ContentError, fetch_channel_content, fetch_external_content
 from ..line.events import MEDIA_WITH_CONTENT
 from ..models import Chat, Message
 from ..notices import chat_language
@@ -138,16 +138,14 @@ def _download(*, message: Message, chat: Chat, max_bytes: int) -> bytes:
     """The content, retried a few times at once like every LINE call; a failure that lasts is
     MediaUnavailable (the sweeper takes the turn up later) until the message's last attempt."""
     source = message.media_source or {}
-    if chat.channel.is_simulated:
-        # Its emulator serves no content, and LINE must never be asked about a simulated message.
-        raise ContentError("the simulator sends no photo or voice content")
     if source.get("url"):
         if not chat.channel.fetch_external_images:
             raise ContentError("the photo is a link to another server, and this channel does not fetch those")
         fetch = lambda: fetch_external_content(url=source["url"], max_bytes=max_bytes)  # noqa: E731
     else:
-        fetch = lambda: fetch_line_content(access_token=chat.channel.access_token,  # noqa: E731
-                                           message_id=message.line_message_id, max_bytes=max_bytes)
+        # A simulated channel's content comes from its emulator, never from LINE.
+        fetch = lambda: fetch_channel_content(channel=chat.channel,  # noqa: E731
+                                              message_id=message.line_message_id, max_bytes=max_bytes)
     try:
         return retrying(fetch, delays=settings.LINEBOT["LINE_RETRY_DELAYS"],
                         transient=lambda exc: isinstance(exc, ContentError) and exc.transient).data

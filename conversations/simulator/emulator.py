@@ -5,6 +5,8 @@ wrote; see `transport`). Bodies are checked against LINE's documented limits (5 
 call, 5,000 UTF-16 units a text, loading seconds) and line-bot-sdk's own request models,
 which are generated from LINE's OpenAPI description. Reply tokens work once, within
 REPLY_TOKEN_LIFETIME of their event; a retry key accepted once is answered 409 after.
+The data host's content endpoint serves what the simulator uploaded with an event, for
+CONTENT_LIFETIME (LINE, too, keeps content for a while only).
 Every call is recorded (`EmulatorCall`) for the simulator page: web and workers are
 different processes, so the database is where they meet.
 """
@@ -13,7 +15,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -21,11 +23,14 @@ from django.utils import timezone
 
 from ..line.client import retry_key
 from ..line.text import MAX_MESSAGES_PER_CALL, MAX_TEXT_UNITS, utf16_units
+from ..media.files import delete_files
 from ..models import Direction, LineChannel, Message, SourceType
 from .models import EmulatorCall, SimulatedChat, SimulatedEvent, SimulatedMember, Trouble
 
 # LINE: "The reply token must be used within one minute after receiving the webhook."
 REPLY_TOKEN_LIFETIME = timedelta(minutes=1)
+# LINE keeps what users send "for a certain period" only; the emulator keeps an upload this long.
+CONTENT_LIFETIME = timedelta(days=1)
 TEXT_TYPES = ("text", "textV2")
 # Sent messages of these types get a quote token back, as LINE documents.
 QUOTABLE_TYPES = ("text", "textV2", "sticker")
@@ -49,10 +54,11 @@ class EmulatedResponse:
     status: int
     body: dict
     headers: dict[str, str] = field(default_factory=dict)
+    data: bytes | None = None  # a binary answer (the content endpoint's) instead of JSON
 
     @property
     def content(self) -> bytes:
-        return json.dumps(self.body, ensure_ascii=False).encode()
+        return self.data if self.data is not None else json.dumps(self.body, ensure_ascii=False).encode()
 
 
 @dataclass
@@ -267,6 +273,41 @@ def _loading(call: _Call, *, payload: dict, headers: dict) -> EmulatedResponse:
     return call.respond(202, {})
 
 
+# --- Content (LINE's data host) ----------------------------------------------------------
+
+
+def _content(call: _Call, *, message_id: str) -> EmulatedResponse:
+    """What a member sent with a photo or voice message: the simulator's upload, while LINE
+    would still keep it (CONTENT_LIFETIME); else LINE's 404, as for an unknown or expired id."""
+    event = (SimulatedEvent.objects.select_related("simulated_chat")
+             .filter(simulated_chat__channel=call.channel, line_message_id=message_id).first()
+             if message_id.isdigit() else None)
+    if event is not None:
+        call.simulated_chat = event.simulated_chat
+    if event is None or not event.content or event.sent_at < timezone.now() - CONTENT_LIFETIME:
+        return call.respond(404, {"message": "Not found"})
+    try:
+        with event.content.open("rb") as handle:
+            data = handle.read()
+    except OSError:
+        return call.respond(404, {"message": "Not found"})
+    response = EmulatedResponse(200, {}, {"x-line-request-id": call.request_id, "Content-Type": event.content_type},
+                                data=data)
+    call.record(response)
+    return response
+
+
+def forget_expired_content(*, now: datetime | None = None) -> int:
+    """Deletes the uploads older than CONTENT_LIFETIME (already answered 404), their files once
+    this commits; returns how many. Run with each upload and by the daily purge."""
+    rows = SimulatedEvent.objects.filter(sent_at__lt=(now or timezone.now()) - CONTENT_LIFETIME).exclude(content="")
+    names = list(rows.values_list("content", flat=True))
+    forgotten = rows.update(content="", content_type="")
+    if names:
+        transaction.on_commit(lambda: delete_files(names))
+    return forgotten
+
+
 # --- Reading profiles --------------------------------------------------------------------
 
 
@@ -314,6 +355,7 @@ _ROUTES = [
     ("GET", re.compile(r"/v2/bot/(?:group|room)/(?P<chat_id>[^/]+)/member/(?P<user_id>[^/]+)"), "member_profile",
      _member_profile),
     ("GET", re.compile(r"/v2/bot/info"), "bot_info", _bot_info),
+    ("GET", re.compile(r"/v2/bot/message/(?P<message_id>[^/]+)/content"), "content", _content),
 ]
 
 

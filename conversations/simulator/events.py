@@ -81,8 +81,9 @@ def text_content(text: str, *, bot_name: str = "", bot_user_id: str = "") -> dic
     return content
 
 
-def media_content(message_type: str) -> dict:
-    """A sticker, image, video, audio, file or location message with canned content."""
+def media_content(message_type: str, *, duration_ms: int | None = None) -> dict:
+    """A sticker, image, video, audio, file or location message with canned content; an audio
+    message lasts `duration_ms` when given (that of the uploaded voice message)."""
     content = {"type": message_type, "id": new_message_id()}
     if message_type in ("sticker", "image", "video"):
         content["quoteToken"] = new_quote_token()
@@ -92,7 +93,7 @@ def media_content(message_type: str) -> dict:
     elif message_type in ("image", "video", "audio"):
         content["contentProvider"] = {"type": "line"}
         if message_type != "image":
-            content["duration"] = 8000 if message_type == "video" else 4000
+            content["duration"] = duration_ms or (8000 if message_type == "video" else 4000)
     elif message_type == "file":
         content.update(fileName="menu.pdf", fileSize=2048)
     elif message_type == "location":

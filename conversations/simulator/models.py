@@ -3,14 +3,20 @@ Messaging API emulator answered, and preset comparisons.
 
 None of this holds what was said: the texts live in `Message` rows, where redaction,
 erasure and retention reach them. The emulator records the shape of each call (types,
-lengths, quote tokens), and reads the texts back from the answer it delivered.
+lengths, quote tokens), and reads the texts back from the answer it delivered. The one
+exception is a photo or voice message uploaded with an event, kept as LINE keeps what users
+send until the worker fetches it: a day at most, and not at all once the bot did not store it.
 """
+import posixpath
+import uuid
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from models_registry.models import SamplingPreset
 
+from ..media.storage import media_storage
 from ..models import Chat, LineChannel, Message, SourceType
 
 
@@ -66,6 +72,11 @@ class SimulatedMember(models.Model):
         return self.display_name
 
 
+def simulated_content_name(instance: "SimulatedEvent", filename: str) -> str:
+    # A folder of its own and a random name, as the pipeline's files have (media.models).
+    return f"simulator/{uuid.uuid4().hex}{posixpath.splitext(filename)[1].lower()}"
+
+
 class SimulatedEvent(models.Model):
     """A webhook event the simulator delivered: the tokens LINE would have issued with it."""
 
@@ -85,6 +96,11 @@ class SimulatedEvent(models.Model):
     # Set when the webhook acknowledged a message without storing it, and why (UNSTORED_REASONS):
     # the simulator still shows that it was said, as the chat's members saw it, but not its text.
     unstored_reason = models.CharField(max_length=16, blank=True, default="")
+    # The photo or voice message uploaded with the event, as the emulator serves it on LINE's
+    # content endpoint: in the private media storage (no URL), gone with the event, the chat,
+    # or after CONTENT_LIFETIME (`services.forget_expired_content`).
+    content = models.FileField(storage=media_storage, upload_to=simulated_content_name, max_length=255, blank=True)
+    content_type = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["id"]

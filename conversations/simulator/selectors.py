@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -14,6 +15,7 @@ from models_registry.services import allowed_backends, sampling_params
 from .. import answering, labels, notices
 from .. import selectors as chat_selectors
 from ..line.text import MAX_MESSAGES_PER_CALL, split_text, utf16_units
+from ..media.models import MediaKind, MessageMedia
 from ..models import BOT_EVENT_TYPES, Chat, Direction, Message, Status
 from .models import UNSTORED_REASONS, EmulatorCall, SimulatedChat, SimulatedEvent
 
@@ -48,7 +50,7 @@ def timeline(*, simulated_chat: SimulatedChat, now: datetime | None = None) -> d
     members = {member.user_id: member for member in simulated_chat.members.all()}
     # Members' messages: the bot's follow/join/leave rows are the log's, not something LINE shows.
     inbound = (list(Message.objects.filter(chat=chat, direction=Direction.IN).exclude(message_type__in=BOT_EVENT_TYPES)
-                    .order_by("-id")[:TIMELINE_MESSAGES])[::-1] if chat else [])
+                    .select_related("media").order_by("-id")[:TIMELINE_MESSAGES])[::-1] if chat else [])
     # The whole chat unless it is longer than the page shows: then from its first member message shown.
     since = inbound[0].event_at - timedelta(minutes=1) if len(inbound) == TIMELINE_MESSAGES else None
     # Answers to those messages, and the bot's own texts that answer no member's message (the
@@ -110,8 +112,26 @@ def _user_item(message: Message, members: dict, event: SimulatedEvent | None) ->
         "speaker_id": message.line_user_id, "type": message.message_type,
         "text": _shown_text(message), "mentions_bot": bool(event and event.mentions_bot),
         "status": message.status, "status_label": message.get_status_display(), "skip_reason": message.skip_reason,
-        "skip_reason_label": str(labels.skip_reason_label(message.skip_reason)),
+        "skip_reason_label": str(labels.skip_reason_label(message.skip_reason)), "media": _media(message),
     }
+
+
+def _media(message: Message) -> dict | None:
+    """The photo or voice message the worker stored for a message: links to the audited staff
+    media view (never a public URL), or None while there is none."""
+    try:
+        media = message.media
+    except MessageMedia.DoesNotExist:
+        return None
+    if not media.file:
+        return None
+
+    def url(variant: str) -> str:
+        return reverse("admin:conversations_message_media", args=[message.pk, variant])
+
+    return {"kind": media.kind, "file": url("file"),
+            "thumbnail": url("thumbnail") if media.kind == MediaKind.IMAGE else "",
+            "width": media.width, "height": media.height}
 
 
 def _unstored_item(event: SimulatedEvent, members: dict) -> dict:
@@ -134,7 +154,9 @@ def _shown_text(message: Message) -> str:
     if message.unsent:
         return _("(unsent)")
     if message.message_type != "text":
-        return f"[{MEDIA_LABELS.get(message.message_type, message.message_type)}]"
+        label = f"[{MEDIA_LABELS.get(message.message_type, message.message_type)}]"
+        # A voice message's text is its transcript.
+        return f"{label} {message.text}" if message.message_type == "audio" and message.text else label
     return message.text
 
 

@@ -8,26 +8,36 @@ import json
 import sys
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import transaction
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core import audit
+from core.images import ImageRejected, image_content_type
 from core.models import AuditAction
 
 from .. import chats as chat_services
 from .. import commands, views
 from ..line.text import MAX_TEXT_UNITS, utf16_units
+from ..media.audio import AudioRejected, audio_content_type, m4a_duration_ms
+from ..media.files import EXTENSIONS, delete_files
 from ..models import LineChannel, SourceType
 from . import events
+from .emulator import forget_expired_content
 from .models import NOT_ADDRESSED, OPTED_OUT, SimulatedChat, SimulatedEvent, SimulatedMember, Trouble
 
 DEFAULT_MEMBERS = {SourceType.USER: ["You"], SourceType.GROUP: ["Alice", "Bob", "陳小明"],
                    SourceType.ROOM: ["Alice", "Bob"]}
 MEMBER_NAME_MAX = SimulatedMember._meta.get_field("display_name").max_length
+# What an operator may upload as a member's message, and the size limit of each (the pipeline's).
+UPLOAD_LIMITS = {"image": "MAX_IMAGE_BYTES", "audio": "MAX_AUDIO_BYTES"}
+CONTENT_EXTENSIONS = {**EXTENSIONS, "image/webp": ".webp", "image/gif": ".gif"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,46 @@ class Delivery:
     status: int
     body: dict
     event_id: int | None = None  # the SimulatedEvent recorded for it
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A photo or voice message an operator sends as a member, checked (`checked_upload`)."""
+
+    message_type: str  # "image" or "audio"
+    data: bytes
+    content_type: str
+    duration_ms: int | None = None  # a voice message's, from its M4A header
+
+
+def upload_limit(*, message_type: str) -> int:
+    """The most bytes an upload of this type may have: what the worker would download of it."""
+    if message_type not in UPLOAD_LIMITS:
+        raise ValidationError(_("Only a photo or a voice message can be uploaded."))
+    return settings.LINEBOT_MEDIA[UPLOAD_LIMITS[message_type]]
+
+
+def checked_upload(*, message_type: str, data: bytes) -> Upload:
+    """`data` as a member's photo or voice message, checked before anything is stored: within
+    the size limit, an image Pillow decodes (JPEG, PNG, WebP, GIF), or an M4A with a duration,
+    the only audio LINE sends. ValidationError, in words for the operator, otherwise."""
+    limit = upload_limit(message_type=message_type)
+    if len(data) > limit:
+        raise ValidationError(_("The file is larger than %(limit)s.") % {"limit": filesizeformat(limit)})
+    if message_type == "image":
+        try:
+            return Upload(message_type, data, image_content_type(data))
+        except ImageRejected as exc:
+            raise ValidationError(_("That is not a photo LINE would send: %(reason)s.") % {"reason": exc.reason}) from None
+    try:
+        content_type = audio_content_type(data)
+    except AudioRejected as exc:
+        raise ValidationError(_("LINE sends voice messages as M4A (AAC) files, and this is %(reason)s. Record one "
+                                "on a phone, or convert the file to M4A.") % {"reason": exc.reason}) from None
+    duration = m4a_duration_ms(data)
+    if not duration:
+        raise ValidationError(_("This M4A file says nothing of how long it plays: it is incomplete."))
+    return Upload(message_type, data, content_type, duration)
 
 
 def create_simulated_chat(*, channel: LineChannel, source_type: str, title: str = "",
@@ -70,10 +120,13 @@ def create_simulated_chat(*, channel: LineChannel, source_type: str, title: str 
 
 
 def send_message(*, simulated_chat: SimulatedChat, member: SimulatedMember, message_type: str = "text",
-                 text: str = "", mention_bot: bool = False, actor) -> Delivery:
-    """`member` sends a message (text, or a sticker, image, …) into the chat."""
+                 text: str = "", mention_bot: bool = False, upload: Upload | None = None, actor) -> Delivery:
+    """`member` sends a message (text, or a sticker, image, …) into the chat; a photo or voice
+    message with an `upload` is served to the worker as LINE serves what users send."""
     if member.simulated_chat_id != simulated_chat.pk or member.left_at is not None:
         raise ValidationError(_("That member is not in this chat."))
+    if upload is not None and upload.message_type != message_type:
+        raise ValidationError(_("Only a photo or a voice message can be uploaded."))
     if message_type == "text":
         text = text.strip()
         if not text:
@@ -84,14 +137,16 @@ def send_message(*, simulated_chat: SimulatedChat, member: SimulatedMember, mess
         content = (events.text_content(text, bot_name=channel.name, bot_user_id=channel.bot_user_id)
                    if mention_bot and simulated_chat.source_type != SourceType.USER else events.text_content(text))
     elif message_type in events.MESSAGE_TYPES:
-        content = events.media_content(message_type)
+        content = events.media_content(message_type, duration_ms=upload.duration_ms if upload else None)
     else:
         raise ValidationError(_("LINE users cannot send messages of that type."))
     event = events.message_event(
         source=events.source(source_type=simulated_chat.source_type, chat_id=simulated_chat.line_id,
                              user_id=member.user_id),
         content=content)
-    return _send(simulated_chat, event, actor=actor)
+    if upload is not None:
+        forget_expired_content()
+    return _send(simulated_chat, event, actor=actor, upload=upload)
 
 
 def add_member(*, simulated_chat: SimulatedChat, name: str, actor) -> SimulatedMember:
@@ -154,7 +209,11 @@ def delete_simulated_chat(*, simulated_chat: SimulatedChat, actor) -> None:
             chat_services.delete_chats(chats=[chat], actor=actor)
         audit.record(action=AuditAction.SIMULATE, actor=actor, target_type="simulated_chat",
                      target_id=simulated_chat.pk, details={"deleted": True})
+        names = list(simulated_chat.events.exclude(content="").values_list("content", flat=True))
         simulated_chat.delete()
+        if names:
+            # Once the rows are surely gone; a file that stays is the orphan sweep's.
+            transaction.on_commit(lambda: delete_files(names))
 
 
 def deliver(*, channel: LineChannel, events_: list[dict]) -> Delivery:
@@ -185,8 +244,9 @@ def deliver(*, channel: LineChannel, events_: list[dict]) -> Delivery:
     return Delivery(status=response.status_code, body=answer if isinstance(answer, dict) else {})
 
 
-def _send(simulated: SimulatedChat, event: dict, *, actor) -> Delivery:
-    """Records the tokens LINE would have issued with the event, then delivers it."""
+def _send(simulated: SimulatedChat, event: dict, *, actor, upload: Upload | None = None) -> Delivery:
+    """Records the tokens LINE would have issued with the event (and the content it would
+    serve for it), then delivers it."""
     message = event.get("message") or {}
     channel = simulated.channel
     if not channel.bot_user_id:
@@ -194,22 +254,38 @@ def _send(simulated: SimulatedChat, event: dict, *, actor) -> Delivery:
         LineChannel.objects.filter(pk=channel.pk).update(bot_user_id=channel.bot_user_id)
     mentions = (message.get("mention") or {}).get("mentionees", [])
     # Stored before the webhook runs: a worker may reply before this request ends.
-    record = SimulatedEvent.objects.create(
+    record = SimulatedEvent(
         simulated_chat=simulated, event_type=event["type"], message_type=message.get("type", ""),
         webhook_event_id=event["webhookEventId"], line_message_id=message.get("id", ""),
         sender_id=event["source"].get("userId", ""), reply_token=event.get("replyToken", ""),
         quote_token=message.get("quoteToken", ""), mentions_bot=any(m.get("isSelf") for m in mentions),
         sent_at=timezone.now(), sent_by=_username(actor))
+    if upload is not None:
+        record.content_type = upload.content_type
+        record.content.save(f"content{CONTENT_EXTENSIONS.get(upload.content_type, '')}", ContentFile(upload.data),
+                            save=False)
+    try:
+        record.save()
+    except BaseException:
+        if record.content:
+            delete_files([record.content.name])
+        raise
     delivery = deliver(channel=channel, events_=[event])
     unstored = ""
     if event["type"] == "message" and delivery.status == 200 and delivery.body.get("ignored"):
         # Acknowledged, not stored: its sender opted out, or group memory "addressed" and not
         # addressed to the bot (`ingest`). The page shows it was said; nothing keeps its text.
         unstored = OPTED_OUT if commands.opted_out(channel=channel, line_user_id=record.sender_id) else NOT_ADDRESSED
-    SimulatedEvent.objects.filter(pk=record.pk).update(webhook_status=delivery.status, unstored_reason=unstored)
+    forget = {"content": "", "content_type": ""} if unstored and record.content else {}
+    SimulatedEvent.objects.filter(pk=record.pk).update(webhook_status=delivery.status, unstored_reason=unstored,
+                                                       **forget)
+    if forget:
+        # No worker will fetch it, and the page says nothing on the server keeps such a message.
+        delete_files([record.content.name])
     audit.record(action=AuditAction.SIMULATE, actor=actor, target_type="simulated_chat", target_id=simulated.pk,
                  details={"event": event["type"], "message_type": record.message_type,
-                          "mentions_bot": record.mentions_bot, "webhook_status": delivery.status})
+                          "mentions_bot": record.mentions_bot, "webhook_status": delivery.status,
+                          **({"uploaded_bytes": len(upload.data)} if upload else {})})
     return Delivery(status=delivery.status, body=delivery.body, event_id=record.pk)
 
 

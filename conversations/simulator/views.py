@@ -9,8 +9,10 @@ from datetime import timedelta
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -30,6 +32,8 @@ SIMULATE_PERMISSIONS = ("conversations.change_chat", "conversations.view_message
 PROMPT_PERMISSIONS = ("conversations.view_message", "models_registry.view_samplingpreset")
 # Calls backends with their keys, as the playground does; reads a conversation.
 COMPARE_PERMISSIONS = ("conversations.view_message", "models_registry.change_samplingpreset")
+# What the page's file pickers offer for an upload (the server checks the bytes themselves).
+UPLOAD_ACCEPT = {"image": "image/jpeg,image/png,image/webp,image/gif", "audio": ".m4a,audio/mp4,audio/x-m4a,audio/m4a"}
 # The page polls; a view of the conversation is recorded once in this while per user.
 VIEW_AUDIT_WINDOW = timedelta(minutes=10)
 
@@ -101,7 +105,14 @@ def simulator_page(request: HttpRequest, *, model_admin) -> HttpResponse:
             "preset": chat.preset_id, "reply_mode": chat.reply_mode, "group_memory": chat.group_memory,
             "trouble": simulated.trouble}, source_type=chat.source_type) if chat else None,
         "like": like,
-        "media_types": [(kind, selectors.MEDIA_LABELS[kind]) for kind in events.MESSAGE_TYPES if kind != "text"],
+        # A photo or voice message is an upload; the other kinds are sent with canned content.
+        "upload_types": [(kind, selectors.MEDIA_LABELS[kind], accept) for kind, accept in UPLOAD_ACCEPT.items()],
+        "upload_help": _("A photo (JPEG, PNG, WebP or GIF, up to %(image)s) or a voice message (M4A, as LINE "
+                         "sends them, up to %(audio)s).") % {
+            "image": filesizeformat(services.upload_limit(message_type="image")),
+            "audio": filesizeformat(services.upload_limit(message_type="audio"))},
+        "media_types": [(kind, selectors.MEDIA_LABELS[kind]) for kind in events.MESSAGE_TYPES
+                        if kind != "text" and kind not in UPLOAD_ACCEPT],
         "may_read_prompts": request.user.has_perms(PROMPT_PERMISSIONS),
         "may_compare": may_compare(request.user),
         "may_delete": request.user.has_perm("conversations.delete_chat"),
@@ -133,6 +144,7 @@ def _page_config(request: HttpRequest, simulated: SimulatedChat) -> dict:
             "retry_key": _("retry key"),
             "notice": _("privacy notice, sent"), "notice_not_sent": _("privacy notice, not sent"),
             "non_text_reply": _("automatic answer"),
+            "photo": _("photo"), "audio_file": _("voice message (audio file)"),
         },
     }
 
@@ -168,14 +180,25 @@ def send(request: HttpRequest, simulated_id: int, *, model_admin) -> JsonRespons
     member = SimulatedMember.objects.filter(simulated_chat=simulated, pk=_int(request.POST.get("member"))).first()
     if member is None:
         return JsonResponse({"error": _("Choose who speaks.")}, status=400)
+    message_type = request.POST.get("type", "text")
     try:
+        upload = _upload(request.FILES.get("content"), message_type=message_type)
         delivery = services.send_message(
-            simulated_chat=simulated, member=member, message_type=request.POST.get("type", "text"),
+            simulated_chat=simulated, member=member, message_type=message_type,
             text=request.POST.get("text", ""), mention_bot=request.POST.get("mention") in ("on", "true", "1"),
-            actor=request.user)
+            upload=upload, actor=request.user)
     except ValidationError as exc:
         return JsonResponse({"error": " ".join(exc.messages)}, status=400)
     return JsonResponse({"webhook": {"status": delivery.status, **delivery.body}, "event": delivery.event_id})
+
+
+def _upload(upload: UploadedFile | None, *, message_type: str) -> services.Upload | None:
+    """The photo or voice message sent with a member's message, checked before anything is
+    stored; read only up to one byte past the limit, enough to refuse a larger file."""
+    if upload is None:
+        return None
+    limit = services.upload_limit(message_type=message_type)
+    return services.checked_upload(message_type=message_type, data=upload.read(limit + 1))
 
 
 def timeline(request: HttpRequest, simulated_id: int, *, model_admin) -> JsonResponse:

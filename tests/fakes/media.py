@@ -59,10 +59,17 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
-def m4a_bytes(payload_size: int = 2048) -> bytes:
-    """A minimal M4A: `ftyp` (brand "M4A ", compatible M4A/mp42/isom) then `mdat`."""
+def m4a_bytes(payload_size: int = 2048, *, duration_ms: int | None = None) -> bytes:
+    """A minimal M4A: `ftyp` (brand "M4A ", compatible M4A/mp42/isom) then `mdat`; with
+    `duration_ms`, a `moov` box whose movie header (`mvhd`, version 0) says how long it plays."""
     ftyp_body = b"M4A " + struct.pack(">I", 0) + b"M4A mp42isom"
     ftyp = struct.pack(">I", 8 + len(ftyp_body)) + b"ftyp" + ftyp_body
     mdat = struct.pack(">I", 8 + payload_size) + b"mdat" + bytes(range(256)) * (payload_size // 256) \
         + b"\0" * (payload_size % 256)
-    return ftyp + mdat
+    if duration_ms is None:
+        return ftyp + mdat
+    # version+flags, creation and modification times, timescale (1/44100 s), duration; the rest zero.
+    mvhd_body = struct.pack(">IIIII", 0, 0, 0, 44100, duration_ms * 44100 // 1000) + b"\0" * 80
+    mvhd = struct.pack(">I", 8 + len(mvhd_body)) + b"mvhd" + mvhd_body
+    moov = struct.pack(">I", 8 + len(mvhd)) + b"moov" + mvhd
+    return ftyp + moov + mdat

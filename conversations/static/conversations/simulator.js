@@ -13,6 +13,9 @@
   // Simulated event id -> the text typed on this page. The bot did not store some of these
   // (group memory, opt-out) and nothing on the server keeps them: shown while the page is open.
   const typed = new Map();
+  // Message id -> its thumbnail link, kept across redraws: each load of a thumbnail is an
+  // audited view of the photo (and never cached), so it is fetched once per page.
+  const thumbnails = new Map();
   let fastUntil = 0;
   let timer = null;
   let lastSignature = "";
@@ -45,6 +48,14 @@
         bubble.append(el("span", "sim-mention-tag", handle), document.createTextNode(text.slice(handle.length)));
       } else bubble.textContent = text;
     } else bubble.textContent = text;
+    if (item.media && item.media.thumbnail) bubble.replaceChildren(thumbnail(item));
+    else if (item.media) {
+      const link = el("a", "sim-media-file", L.audio_file);
+      link.href = item.media.file;
+      link.target = "_blank";
+      link.rel = "noopener";
+      bubble.append(el("br"), link);
+    }
     row.append(bubble);
     const meta = el("div", "sim-meta", time(item.at));
     if (unstored) {
@@ -57,6 +68,20 @@
     }
     row.append(meta);
     return row;
+  }
+
+  function thumbnail(item) {
+    if (thumbnails.has(item.id)) return thumbnails.get(item.id);
+    const link = el("a", "sim-thumbnail");
+    link.href = item.media.file;
+    link.target = "_blank";
+    link.rel = "noopener";
+    const image = el("img");
+    image.src = item.media.thumbnail;
+    image.alt = L.photo;
+    link.append(image);
+    thumbnails.set(item.id, link);
+    return link;
   }
 
   function botItem(item) {
@@ -267,6 +292,14 @@
   });
   form.querySelectorAll("[data-type]").forEach((button) => {
     button.addEventListener("click", () => send({ type: button.dataset.type }));
+  });
+  // A photo or voice message: sent as soon as it is picked; the server checks it before storing it.
+  form.querySelectorAll("[data-upload]").forEach((input) => {
+    input.addEventListener("change", async () => {
+      const file = input.files[0];
+      if (!file) return;
+      try { await send({ type: input.dataset.upload, content: file }); } finally { input.value = ""; }
+    });
   });
   poll();
 })();
