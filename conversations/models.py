@@ -367,6 +367,10 @@ class Message(models.Model):
             # event_at), PostgreSQL misjudged how many rows matched and read half the table.
             models.Index(fields=["backend", "event_at", "direction", "latency_ms"], name="message_backend_latency",
                          condition=Q(backend__isnull=False)),
+            # A chat's waiting messages, found after each answer: without it SQLite walks every
+            # pending message of every chat (by status), which a backlog makes thousands.
+            models.Index(fields=["chat", "id"], name="message_pending_in_chat",
+                         condition=Q(status="pending", direction="in")),
         ]
         constraints = [
             models.UniqueConstraint(
