@@ -61,7 +61,6 @@ def ingest_events(*, channel: LineChannel, events: list, destination: str = "") 
 def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResult:
     result = IngestResult()
     with transaction.atomic():
-        channel_health.count_webhook(channel_id=channel.pk, events=len(events))
         for event in events:
             try:
                 outcome = _ingest_event(channel=channel, event=event, careful=careful, result=result)
@@ -71,6 +70,9 @@ def _ingest(*, channel: LineChannel, events: list, careful: bool) -> IngestResul
             setattr(result, outcome, getattr(result, outcome) + 1)
         for chat_id, count in result.unstored.items():
             Chat.objects.filter(pk=chat_id).update(unstored_messages=F("unstored_messages") + count)
+        # Last: every webhook of the channel updates this one row, and its lock is held until
+        # the commit; taken first, it would make concurrent webhooks wait for each other's work.
+        channel_health.count_webhook(channel_id=channel.pk, events=len(events))
     _log_ignored(result)
     return result
 
