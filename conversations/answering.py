@@ -63,17 +63,26 @@ def _take_turn(turn: claims.Turn) -> None:
     try:
         answer_turn(turn=turn)
     finally:
-        with one_writer_at_a_time(), transaction.atomic():
-            woken = claims.give_back_slot(turn=turn)
-            claims.release_turn(turn=turn)
-            # The chat's messages that came meanwhile. Queued, not answered here, so they go
-            # behind what is already in the queue: a busy group cannot hold a worker, nor delay
-            # another chat by more than one answer. Not the turn's own messages if they failed
-            # to send: the sweeper retries those later.
-            pending = claims.first_pending_message(chat_id=turn.chat_id, after=turn.lead_id)
+        if turn.ended is None:  # answer_turn ended early, or failed
+            with one_writer_at_a_time():
+                _end_turn(turn)
+        woken, pending = turn.ended
         _answer_woken_chat(woken)
         if pending is not None:
             enqueue_reply(message_id=pending)
+
+
+def _end_turn(turn: claims.Turn) -> None:
+    """Gives the slot (if still held) and the chat back, and notes what comes next: the chat
+    woken for the slot, and the first of this chat's messages that came meanwhile."""
+    with transaction.atomic():
+        woken = claims.give_back_slot(turn=turn)
+        claims.release_turn(turn=turn)
+        # Queued, not answered here, so they go behind what is already in the queue: a busy
+        # group cannot hold a worker, nor delay another chat by more than one answer. Not the
+        # turn's own messages if they failed to send: the sweeper retries those later.
+        pending = claims.first_pending_message(chat_id=turn.chat_id, after=turn.lead_id)
+    turn.ended = (woken, pending)
 
 
 def _free_backend_slot(turn: claims.Turn) -> None:
@@ -135,8 +144,7 @@ def answer_turn(*, turn: claims.Turn) -> None:
                 return
             outbound = _compose_non_text_reply(message=message, text=note)
         else:
-            outbound = _compose_answer(message=message, answering=len(turn.message_ids), slot=turn.claim,
-                                       preset=turn.preset)
+            outbound = _compose_answer(message=message, turn=turn)
     _free_backend_slot(turn)
     try:
         calls = _deliver(outbound=outbound, inbound=message, reused=reused)
@@ -165,6 +173,7 @@ def answer_turn(*, turn: claims.Turn) -> None:
                                  output_field=Message._meta.get_field("delivered_calls")),
             status_changed_at=timezone.now(),
         )
+        _end_turn(turn)  # at the same turn at SQLite's lock
     if earlier:
         logger.debug("Messages %s answered together with %s", earlier, message.pk)
 
@@ -200,11 +209,12 @@ def _show_loading(*, chat: Chat) -> None:
         logger.info("Loading animation not shown in chat %s: %s", chat.pk, exc)
 
 
-def _compose_answer(*, message: Message, answering: int = 1, slot: str = "",
-                    preset: SamplingPreset | None = None) -> Message:
-    """The model's answer to `message` (and the `answering - 1` messages of the turn before it)."""
+def _compose_answer(*, message: Message, turn: claims.Turn) -> Message:
+    """The model's answer to the turn (`message` is its last), stored; the backend slot is
+    given back at the same turn at SQLite's lock."""
     chat = message.chat
-    preset = preset or selectors.preset_for_chat(chat=chat)
+    answering, slot = len(turn.message_ids), turn.claim
+    preset = turn.preset or selectors.preset_for_chat(chat=chat)
     generation, error = None, ""
     try:
         if preset is None:
@@ -218,16 +228,20 @@ def _compose_answer(*, message: Message, answering: int = 1, slot: str = "",
         logger.warning("No answer for message %s: %s", message.pk, error)
         Message.objects.filter(pk=message.pk).update(error=error)
     completion = generation.completion if generation else None
-    return _store_answer(
-        message=message,
-        text=_as_stored(chat, _line_ready(completion.text)) if completion else settings.LINEBOT["APOLOGY_TEXT"],
-        preset=preset,
-        backend=generation.backend if generation else None,
-        latency_ms=generation.latency_ms if generation else None,
-        prompt_tokens=completion.prompt_tokens if completion else None,
-        completion_tokens=completion.completion_tokens if completion else None,
-        error=error,
-    )
+    text = _as_stored(chat, _line_ready(completion.text)) if completion else settings.LINEBOT["APOLOGY_TEXT"]
+    with one_writer_at_a_time():
+        outbound = _store_answer(
+            message=message, text=text, preset=preset,
+            backend=generation.backend if generation else None,
+            latency_ms=generation.latency_ms if generation else None,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=completion.completion_tokens if completion else None,
+            error=error,
+        )
+        with transaction.atomic():
+            woken = claims.give_back_slot(turn=turn)
+    _answer_woken_chat(woken)
+    return outbound
 
 
 def _store_answer(*, message: Message, text: str, **fields) -> Message:

@@ -55,6 +55,8 @@ class Turn:
     media: bool | None = field(default=None, compare=False)
     # The backend slot was given back (once the answer was generated).
     slot_given_back: bool = field(default=False, compare=False)
+    # Once the chat is given back: (the chat woken for the slot, the chat's next pending message).
+    ended: tuple[int | None, int | None] | None = field(default=None, compare=False)
 
     @property
     def lead_id(self) -> int:
