@@ -27,7 +27,6 @@ Last line: `SUMMARY engine: … ratio R …`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -252,27 +251,16 @@ def run(stack_name: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres-redis", action="store_true", help="PostgreSQL + Redis instead of SQLite + ORM")
+    parser = h.one_stack_parser(__doc__)
     parser.add_argument("--users", type=int, default=500, help="1:1 chats in the first burst (default 500)")
     parser.add_argument("--deadline", type=float, default=300, help="seconds to wait for the answers (default 300)")
-    parser.add_argument("--settle", type=float, default=3, help="seconds to wait for late duplicates (default 3)")
-    parser.add_argument("--loadgen", choices=["python", "wrk"], default="python")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+    h.add_burst_options(parser)
     parser.add_argument("--timeline", action="store_true", help="also print how soon a freed slot is used again")
     args = parser.parse_args(argv)
     if args.users < 1 or args.deadline <= 0:
         parser.error("--users and --deadline must be positive")
-    h.install_signal_handlers()
-    h.print_header("engine: a 2 s model serving 32 at once")
-    stack_name = "postgres-redis" if args.postgres_redis else "sqlite-orm"
-    try:
-        result = run(stack_name, args)
-    finally:
-        h.kill_all()
-    path = h.save_result("engine", result)
+    stack_name, result = h.run_one_stack("engine", "engine: a 2 s model serving 32 at once", run, args)
     order_ok = result["order"]["overlapping_generations"] == 0 and result["order"]["out_of_order"] == 0
-    print(f"saved {path}")
     print(f"SUMMARY engine: {h.stack_label(stack_name)}: {result['replies_per_s']} replies/s vs ideal "
           f"{IDEAL:.0f}/s, ratio {result['ratio']}; order {'kept' if order_ok else 'BROKEN'}; 1:1 wait "
           f"{result['solo_wait_s']} s; lost {result['lost']}, duplicated {result['duplicated']}; "

@@ -15,6 +15,7 @@ Every process is started in its own session (process group) and killed as a grou
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import hashlib
 import http.client
@@ -718,6 +719,41 @@ def _run_python(port, connections, messages, total, path, method) -> LoadResult:
         },
         tool="python",
     )
+
+
+# --- one-stack benchmarks (engine, media) ------------------------------------------------
+
+
+def one_stack_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark run on one stack: --postgres-redis picks it. The script
+    adds its own options, and `add_burst_options` where it wants them in its --help."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres-redis", action="store_true", help="PostgreSQL + Redis instead of SQLite + ORM")
+    return parser
+
+
+def add_burst_options(parser: argparse.ArgumentParser) -> None:
+    """How a burst is posted and waited for, and whether its logs are kept."""
+    parser.add_argument("--settle", type=float, default=3, help="seconds to wait for late duplicates (default 3)")
+    parser.add_argument("--loadgen", choices=["python", "wrk"], default="python")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+
+
+def run_one_stack(name: str, title: str, run, args) -> tuple[str, dict]:
+    """`run(stack_name, args)` on the stack --postgres-redis picked, under `title`; whatever it
+    started is killed however it ends, and its result is saved as `name`.
+
+    Returns (stack_name, result).
+    """
+    install_signal_handlers()
+    print_header(title)
+    stack_name = "postgres-redis" if args.postgres_redis else "sqlite-orm"
+    try:
+        result = run(stack_name, args)
+    finally:
+        kill_all()
+    print(f"saved {save_result(name, result)}")
+    return stack_name, result
 
 
 # --- numbers and output --------------------------------------------------------------------

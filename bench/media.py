@@ -31,7 +31,6 @@ Last line: `SUMMARY media: …`.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -251,13 +250,10 @@ def run(stack_name: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres-redis", action="store_true", help="PostgreSQL + Redis instead of SQLite + ORM")
+    parser = h.one_stack_parser(__doc__)
     parser.add_argument("--count", type=int, default=500, help="messages per burst (default 500)")
     parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for each burst's answers")
-    parser.add_argument("--settle", type=float, default=3, help="seconds to wait for late duplicates (default 3)")
-    parser.add_argument("--loadgen", choices=["python", "wrk"], default="python")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+    h.add_burst_options(parser)
     parser.add_argument("--ack-rounds", type=int, default=3,
                         help="bursts of each kind posted in turn, with no worker, for the ack comparison (default 3)")
     parser.add_argument("--quiet-worker", action="store_true",
@@ -265,15 +261,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1 or args.deadline <= 0:
         parser.error("--count and --deadline must be positive")
-    h.install_signal_handlers()
-    h.print_header("media: 500 photos vs 500 texts at 50 connections")
-    stack_name = "postgres-redis" if args.postgres_redis else "sqlite-orm"
-    try:
-        result = run(stack_name, args)
-    finally:
-        h.kill_all()
-    path = h.save_result("media", result)
-    print(f"saved {path}")
+    stack_name, result = h.run_one_stack("media", "media: 500 photos vs 500 texts at 50 connections", run, args)
     ok = (result["ack_p50_ratio"] <= 1.5 and result["worker_pss_growth"] <= 1.1 and not result["lost"]
           and not result["duplicated"] and not result["report"]["with_exif"])
     print(f"SUMMARY media: {h.stack_label(stack_name)}: ack p50 photos/texts {result['ack_p50_ratio']}; worker "

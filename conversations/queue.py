@@ -144,6 +144,23 @@ def held_tasks() -> int:
     return len(_held)
 
 
+def forget_held() -> int:
+    """Drops the held tasks and waits for the retry thread to end; returns how many it dropped.
+
+    For tests: a task held past its test's end would be offered to whatever broker the next
+    test has (on CI's Redis stack, the queue all tests share). The thread may be offering one
+    right now: once it has ended, nothing of this test reaches a broker any more.
+    """
+    with _held_lock:
+        dropped = len(_held)
+        _held.clear()
+        threads = list(_retrying)
+    for thread in threads:
+        # One retry pause, and an offer in flight (a refused connection fails in milliseconds).
+        thread.join(timeout=HOLD_RETRY_SECONDS + 5)
+    return dropped
+
+
 def _enqueue_or_hold(func: str, args: tuple) -> None:
     if not _held:
         try:

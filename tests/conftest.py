@@ -2,9 +2,10 @@
 import pytest
 from django.core.cache import caches
 from django.test import Client
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 
-from conversations import ingest, selectors
+from conversations import ingest, queue, selectors
 from conversations.line.client import line_client
 from conversations.models import LineChannel
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
@@ -27,6 +28,31 @@ def sync_tasks(settings):
     }
     yield
     Conf.SYNC = previous
+
+
+@pytest.fixture(scope="session")
+def shared_queue():
+    """django-q2's queue on Redis (CI's second stack), which outlives each test's database;
+    None on the ORM broker, whose queue is a table of the test database."""
+    return get_broker() if Conf.REDIS and not Conf.ORM else None
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_queued(shared_queue):
+    """A test that leaves tasks behind fails, and they are removed: tasks held by
+    conversations.queue (its retry thread would offer them to the next test's broker), and on
+    Redis tasks it added to the queue (two once turned up in the next run's dashboard figures).
+    Two LLENs a test on Redis, nothing on the ORM broker."""
+    before = shared_queue.queue_size() if shared_queue else 0
+    yield
+    held = queue.forget_held()
+    added = shared_queue.queue_size() - before if shared_queue else 0
+    if added > 0 and before:
+        # Tasks go on the list's tail: keep the ones that were there before the test.
+        shared_queue.connection.ltrim(shared_queue.list_key, 0, before - 1)
+    elif added > 0:
+        shared_queue.purge_queue()
+    assert held == 0 and added <= 0, f"the test left {held} task(s) held in this process and {added} in the Redis queue"
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,6 +55,15 @@ def running_bot(fakes):
     LineChannel.objects.create(
         name="E2E", slug="e2e", channel_secret=CHANNEL_SECRET, access_token=ACCESS_TOKEN, is_default=True
     )
+    with serving(line_api) as base:
+        yield base, line_api
+
+
+@contextmanager
+def serving(line_api: FakeLineAPI) -> Iterator[str]:
+    """gunicorn and a qcluster, two workers each, on this test's database and a queue of their
+    own; yields the base URL once the web server answers, and stops both with SIGTERM, as a
+    deploy does (a traceback in their output is shown with the test's)."""
     port = free_port()
     env = {
         **os.environ,
@@ -76,7 +87,7 @@ def running_bot(fakes):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base, processes)
-        yield base, line_api
+        yield base
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -133,10 +144,24 @@ def test_signed_webhooks_over_http_are_answered_by_the_worker(running_bot):
     }  # the chatter is not stored: the group keeps only what is addressed to the bot
 
 
-def start_qcluster(env: dict) -> subprocess.Popen:
+@pytest.fixture
+def started():
+    """The processes a single-worker test starts; what still runs at its end is killed, each
+    with its process group (a cluster's workers, gunicorn's worker), whatever the outcome."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def start_qcluster(env: dict, started: list[subprocess.Popen]) -> subprocess.Popen:
     # A process group of its own: the test kills the cluster and all its workers at once.
-    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+    started.append(cluster)
+    return cluster
 
 
 def one_worker_site(fakes, *, max_concurrency: int, **settings: str) -> dict:
@@ -153,74 +178,58 @@ def one_worker_site(fakes, *, max_concurrency: int, **settings: str) -> dict:
             "PYTHONUNBUFFERED": "1", **settings}
 
 
-def start_site(env: dict) -> tuple[str, subprocess.Popen, subprocess.Popen]:
-    """gunicorn and a cluster, once the web server answers: (base URL, web, cluster)."""
+def start_site(env: dict, started: list[subprocess.Popen]) -> tuple[str, subprocess.Popen]:
+    """gunicorn and a cluster, once the web server answers: (base URL, cluster)."""
     port = free_port()
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster = start_qcluster(env)
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+    started.append(web)
+    cluster = start_qcluster(env, started)
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(base, [web, cluster])
-    except BaseException:
-        web.kill()
-        os.killpg(cluster.pid, signal.SIGKILL)
-        raise
-    return base, web, cluster
+    wait_until_serving(base, [web, cluster])
+    return base, cluster
 
 
-def test_a_worker_killed_with_many_answers_in_flight_loses_none_and_doubles_none(fakes):
+def test_a_worker_killed_with_many_answers_in_flight_loses_none_and_doubles_none(fakes, started):
     """Ten chats' answers in flight in one worker process when it is SIGKILLed: once a new
     cluster is up and the leases have run out, the sweeper gives them back and each chat gets
     exactly one answer."""
     line_api, ollama_server = fakes
     env = one_worker_site(fakes, max_concurrency=16, LINEBOT_CLAIM_LEASE="3")
     ollama_server.set_delay("chat", 8)  # generations that will not finish before the kill
-    base, web, cluster = start_site(env)
-    try:
-        for number in range(10):
-            event = ev.text_message_event(f"in flight {number}", user_id=f"U{number:032x}")
-            assert post_signed(base, event).status_code == 200
-        ollama_server.wait_for(lambda fake: fake.count("chat") >= 10, timeout=60,
-                               message="ten generations in flight at once in one worker")
-        os.killpg(cluster.pid, signal.SIGKILL)
-        cluster.wait(timeout=10)
-        assert Message.objects.filter(direction="in", status=Status.GENERATING).count() == 10
+    base, cluster = start_site(env, started)
+    for number in range(10):
+        event = ev.text_message_event(f"in flight {number}", user_id=f"U{number:032x}")
+        assert post_signed(base, event).status_code == 200
+    ollama_server.wait_for(lambda fake: fake.count("chat") >= 10, timeout=60,
+                           message="ten generations in flight at once in one worker")
+    os.killpg(cluster.pid, signal.SIGKILL)
+    cluster.wait(timeout=10)
+    assert Message.objects.filter(direction="in", status=Status.GENERATING).count() == 10
 
-        ollama_server.set_delay("chat", 0)
-        cluster = start_qcluster(env)
-        time.sleep(3.5)  # the dead worker's leases run out
-        from conversations import sweeper
-        sweeper.sweep_stuck_messages()
-        line_api.wait_for(lambda fake: len(fake.delivered) >= 10, timeout=60)
-        time.sleep(2)  # a duplicate would arrive now
-        assert sorted(line_api.delivered_texts()) == sorted(f"echo: in flight {n}" for n in range(10))
-        assert set(Message.objects.filter(direction="in").values_list("status", flat=True)) == {Status.REPLIED}
-    finally:
-        for process in (web, cluster):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL) if process is cluster else process.kill()
-            process.wait(timeout=10)
+    ollama_server.set_delay("chat", 0)
+    cluster = start_qcluster(env, started)
+    time.sleep(3.5)  # the dead worker's leases run out
+    from conversations import sweeper
+    sweeper.sweep_stuck_messages()
+    line_api.wait_for(lambda fake: len(fake.delivered) >= 10, timeout=60)
+    time.sleep(2)  # a duplicate would arrive now
+    assert sorted(line_api.delivered_texts()) == sorted(f"echo: in flight {n}" for n in range(10))
+    assert set(Message.objects.filter(direction="in").values_list("status", flat=True)) == {Status.REPLIED}
 
 
-def test_a_worker_stopped_gracefully_finishes_its_answers_in_flight_first(fakes):
+def test_a_worker_stopped_gracefully_finishes_its_answers_in_flight_first(fakes, started):
     """SIGTERM, as `manage.py serve` or a deploy sends it: the cluster's workers drain their
     answering threads before they exit, so nothing is left for the sweeper."""
     line_api, ollama_server = fakes
     env = one_worker_site(fakes, max_concurrency=8)
     ollama_server.set_delay("chat", 3)
-    base, web, cluster = start_site(env)
-    try:
-        for number in range(3):
-            event = ev.text_message_event(f"drained {number}", user_id=f"U{number:032x}")
-            assert post_signed(base, event).status_code == 200
-        ollama_server.wait_for(lambda fake: fake.count("chat") >= 3, timeout=60)
-        cluster.send_signal(signal.SIGTERM)
-        assert cluster.wait(timeout=30) is not None
-        assert sorted(line_api.delivered_texts()) == sorted(f"echo: drained {n}" for n in range(3))
-        assert set(Message.objects.filter(direction="in").values_list("status", flat=True)) == {Status.REPLIED}
-    finally:
-        for process in (web, cluster):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL) if process is cluster else process.kill()
-            process.wait(timeout=10)
+    base, cluster = start_site(env, started)
+    for number in range(3):
+        event = ev.text_message_event(f"drained {number}", user_id=f"U{number:032x}")
+        assert post_signed(base, event).status_code == 200
+    ollama_server.wait_for(lambda fake: fake.count("chat") >= 3, timeout=60)
+    cluster.send_signal(signal.SIGTERM)
+    assert cluster.wait(timeout=30) is not None
+    assert sorted(line_api.delivered_texts()) == sorted(f"echo: drained {n}" for n in range(3))
+    assert set(Message.objects.filter(direction="in").values_list("status", flat=True)) == {Status.REPLIED}

@@ -3,12 +3,7 @@
 The web process hands the event to the webhook and returns; the worker answers through the
 emulator in its own process, and the page's JSON shows the loading animation, then the answer.
 """
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 
 import httpx
 import pytest
@@ -19,7 +14,7 @@ from conversations.simulator.models import EmulatorCall, SimulatedChat
 from models_registry.models import BackendKind, ModelBackend, SamplingPreset
 from tests.fakes.line_api import FakeLineAPI
 from tests.fakes.ollama import FakeOllama
-from tests.test_end_to_end import ROOT, database_url, free_port, wait_until_serving
+from tests.test_end_to_end import serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -33,31 +28,8 @@ def site():
         LineChannel.objects.create(name="Sandbox", slug="sandbox", channel_secret="ab" * 16, access_token="token",
                                    bot_user_id="U" + "cd" * 16, is_simulated=True)
         get_user_model().objects.create_superuser("operator", password="e2e-operator-password")
-        port = free_port()
-        env = {**os.environ, "DATABASE_URL": database_url(), "LINE_API_HOST": line_api.url,
-               "Q_CLUSTER_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "2", "Q_SYNC": "",
-               "PYTHONUNBUFFERED": "1"}
-        processes = [
-            subprocess.Popen([sys.executable, "-m", "gunicorn", "linebot_site.wsgi", "--bind", f"127.0.0.1:{port}",
-                              "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
-            subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
-        ]
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_serving(base, processes)
+        with serving(line_api) as base:
             yield base, line_api
-        finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    output, _ = process.communicate(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    output, _ = process.communicate()
-                if b"Traceback" in output:
-                    print(output.decode(errors="replace"))
 
 
 def signed_in(base: str) -> httpx.Client:
