@@ -11,6 +11,7 @@ messages pending: either way the sweeper gives them back.
 
 With django-q2 in sync mode (the tests) or `LINEBOT_ENGINE_THREADS=0`, turns run inline.
 """
+import ctypes
 import logging
 import os
 import queue
@@ -88,6 +89,7 @@ class Engine:
             except queue.Empty:
                 if holds_connections:
                     _let_go_of_connections()
+                    _give_memory_back()
                     holds_connections = False
                 continue
             finally:
@@ -172,6 +174,24 @@ def _let_go_of_connections() -> None:
         if connection.vendor == "sqlite":
             connection.close()
     close_old_connections()
+
+
+def _give_memory_back() -> None:
+    """Returns the memory freed with a closed connection's page cache to the system: glibc keeps
+    it in the thread's arena otherwise, and an idle worker would stay as big as its busiest
+    moment."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (AttributeError, OSError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 class Seat:
