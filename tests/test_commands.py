@@ -344,6 +344,23 @@ def test_past_the_limit_one_notice_then_silence_until_the_period_passes(webhook,
         "You are a test bot.", "one", "echo: one", "two", "echo: two", "five"]
 
 
+def test_the_limit_counts_each_message_of_one_webhook_against_the_next(webhook, line_api, ollama_server,
+                                                                         two_per_ten_minutes):
+    # One sender's state is read before the write transaction only when the webhook carries one
+    # message of theirs: here three, so each is counted in the transaction, after the one before.
+    webhook.post(direct("one"), direct("two"), direct("three"), direct("hello", user=BOB))
+    statuses = dict(Message.objects.filter(direction="in").values_list("text", "skip_reason"))
+    assert statuses == {"one": "", "two": "", "three": "rate limited", "hello": ""}
+    assert ollama_server.count("chat") <= 3
+
+
+def test_an_opted_out_sender_read_ahead_of_the_transaction_is_still_not_stored(webhook, line_api):
+    webhook.post(direct("/optout"))
+    webhook.post(direct("keep this"), direct("hello", user=BOB))
+    assert not Message.objects.filter(text="keep this").exists()
+    assert Message.objects.filter(text="hello").exists()
+
+
 def test_privacy_commands_pass_the_limit(webhook, line_api, two_per_ten_minutes):
     for text in ["one", "two", "three"]:
         webhook.post(direct(text))
