@@ -13,7 +13,7 @@ Python with the same client libraries and kept-alive connections: the fake Ollam
 (webhook, database, queue, worker, the loading-animation call).
 
 Stacks (default: SQLite + ORM broker and SQLite + Redis broker; --postgres-redis adds
-PostgreSQL + Redis). qcluster runs with Q_WORKERS workers (default 4, as deployed).
+PostgreSQL + Redis). qcluster runs with the app's default Q_WORKERS (1, as `make run` has it) unless --workers says.
 
 3. The realistic backlog: the same, but every answer pushed (the reply tokens went stale:
    LINEBOT_REPLY_TOKEN_MAX_AGE=0), an OpenAI-compatible backend, and the web server taking
