@@ -78,8 +78,8 @@ def has_no_exif(data: bytes) -> bool:
 
 
 def files_in_storage() -> list[str]:
-    storage = media_storage()
-    found = []
+    """Every file in the media storage, sorted."""
+    storage, found = media_storage(), []
 
     def walk(folder):
         try:
@@ -91,7 +91,7 @@ def files_in_storage() -> list[str]:
             walk(f"{folder}/{sub}".lstrip("/"))
 
     walk("")
-    return found
+    return sorted(found)
 
 
 def set_channel(channel, **fields) -> None:

@@ -17,7 +17,6 @@ from core.models import AuditEvent
 from conversations import bootstrap, retention
 from conversations.media.files import sweep_orphans
 from conversations.media.models import MediaKind, MessageMedia
-from conversations.media.storage import media_storage
 from conversations.models import Direction, LineChannel, Message, Status
 from conversations.simulator import emulator, events, services
 from conversations.simulator.models import EmulatorCall, SimulatedEvent
@@ -26,6 +25,7 @@ from models_registry.models import BackendKind, ModelBackend
 from tests.fakes import webhooks as ev
 from tests.fakes.line_spec import spec_dir
 from tests.fakes.media import CAMERA, image_bytes, m4a_bytes
+from tests.test_media_pipeline import files_in_storage
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.transcription import FakeTranscription
 from tests.simulation import SANDBOX_TOKEN, sandbox, simulation  # noqa: F401 (fixtures)
@@ -50,22 +50,6 @@ def media_root(settings, tmp_path):
 def operator(simulation, client):
     client.force_login(simulation.actor)
     return client
-
-
-def files_in_storage() -> list[str]:
-    storage, found = media_storage(), []
-
-    def walk(folder):
-        try:
-            folders, files = storage.listdir(folder)
-        except FileNotFoundError:
-            return
-        found.extend(f"{folder}/{name}".lstrip("/") for name in files)
-        for sub in folders:
-            walk(f"{folder}/{sub}".lstrip("/"))
-
-    walk("")
-    return sorted(found)
 
 
 def upload(client, simulated, data: bytes, *, name: str, message_type: str = "image",
