@@ -62,7 +62,7 @@ def ingest_events(*, channel: LineChannel, events: list, destination: str = "") 
 @dataclass(frozen=True)
 class SenderState:
     opted_out: bool
-    over_limit: str  # as _over_limit() says
+    over_limit: str | None  # as _over_limit() says; None: not read ahead
 
 
 def _read_ahead(*, channel: LineChannel, events: list) -> dict[str, SenderState]:
@@ -70,10 +70,12 @@ def _read_ahead(*, channel: LineChannel, events: list) -> dict[str, SenderState]
     webhook waits for the one before it at the write lock, so the less it reads there the better.
 
     Only for a sender with one message in the webhook (with more, each counts against the limit
-    of the next, so they are read in the transaction). A concurrent webhook of the same sender
-    may be counted one message late by the per-user limit.
+    of the next, so they are read in the transaction). The limit only in a 1:1 chat, where a
+    message is answered; in a group most are not, and those never ask. A concurrent webhook of
+    the same sender may be counted one message late by the per-user limit.
     """
     senders: Counter[str] = Counter()
+    in_user_chat: set[str] = set()
     for event in events:
         if isinstance(event, dict) and event.get("type") == "message":
             try:
@@ -82,8 +84,11 @@ def _read_ahead(*, channel: LineChannel, events: list) -> dict[str, SenderState]
                 continue  # said so when the event is taken in
             if sender:
                 senders[sender] += 1
-    return {sender: SenderState(opted_out=commands.opted_out(channel=channel, line_user_id=sender),
-                                over_limit=_over_limit(channel=channel, line_user_id=sender))
+                if event["source"].get("type") == SourceType.USER:
+                    in_user_chat.add(sender)
+    return {sender: SenderState(
+                opted_out=commands.opted_out(channel=channel, line_user_id=sender),
+                over_limit=_over_limit(channel=channel, line_user_id=sender) if sender in in_user_chat else None)
             for sender, count in senders.items() if count == 1}
 
 
@@ -171,7 +176,8 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
     if skip_reason:
         command = ""
     elif incoming.sender_id and command not in commands.UNLIMITED:
-        limit = sender.over_limit if sender else _over_limit(channel=channel, line_user_id=incoming.sender_id)
+        limit = (sender.over_limit if sender and sender.over_limit is not None
+                 else _over_limit(channel=channel, line_user_id=incoming.sender_id))
         if limit:
             skip_reason = RATE_LIMITED
             command = Command.LIMIT_NOTICE if limit == NOTICE else ""
