@@ -184,7 +184,8 @@ def _media_note(*, turn: claims.Turn, chat: Chat) -> str:
     no backend it may use reads them."""
     if turn.media is False:
         return ""  # a turn of texts: no query for media it does not have
-    media = pipeline.prepare_media(message_ids=turn.message_ids, chat=chat, as_stored=_as_stored)
+    with engine.waiting():  # downloads, and a speech-to-text backend
+        media = pipeline.prepare_media(message_ids=turn.message_ids, chat=chat, as_stored=_as_stored)
     if media.note or not media.has_images:
         return media.note
     preset = turn.preset or selectors.preset_for_chat(chat=chat)
@@ -219,10 +220,10 @@ def _compose_answer(*, message: Message, turn: claims.Turn) -> Message:
     try:
         if preset is None:
             raise GenerationFailed("No sampling preset: set a global default, a channel default or the chat's own.")
-        generation = generate(
-            preset=preset, turns=prompt_turns(message=message, preset=preset, answering=answering),
-            local_only=chat.local_only, prepare=masked_for_cloud(chat), slot=slot,
-        )
+        turns = prompt_turns(message=message, preset=preset, answering=answering)
+        with engine.waiting():
+            generation = generate(preset=preset, turns=turns, local_only=chat.local_only,
+                                  prepare=masked_for_cloud(chat), slot=slot)
     except GenerationFailed as exc:
         error = str(exc)
         logger.warning("No answer for message %s: %s", message.pk, error)

@@ -9,6 +9,9 @@ stays in the database: a turn's claim has a lease this module's heartbeat renews
 if the process dies the leases expire, and a chat handed on but not yet claimed keeps its
 messages pending: either way the sweeper gives them back.
 
+Threads start as work needs them, but only while fewer than `RUNNING_THREADS` of them have
+Python to run: one that waits on a model or on LINE (`waiting`) makes room for another.
+
 With django-q2 in sync mode (the tests) or `LINEBOT_ENGINE_THREADS=0`, turns run inline.
 """
 import ctypes
@@ -32,12 +35,19 @@ SEAT_WAIT_SECONDS = 60.0
 # A thread idle this long lets go of its SQLite connection (each holds its own page cache,
 # megabytes per thread); a busy one keeps it, as opening one costs a schema parse.
 IDLE_SECONDS = 2.0
+# One process runs Python on one core (the GIL). With a fast model, 32 threads spent a quarter
+# of the worker's CPU switching among themselves: bench/overhead.py drained 20 answers/s with
+# 32 threads, 26/s with 4. A thread waiting on the network does not count.
+RUNNING_THREADS = 4
 
 
 class Engine:
-    def __init__(self, *, threads: int, renew: Callable[[list[str]], None], heartbeat_every: float) -> None:
+    def __init__(self, *, threads: int, renew: Callable[[list[str]], None], heartbeat_every: float,
+                 running: int = RUNNING_THREADS) -> None:
         self.threads = threads
+        self.running = running
         self._seats = threading.BoundedSemaphore(threads)
+        self._on_network = 0  # threads inside `waiting`
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._waiting_workers = 0
@@ -72,12 +82,17 @@ class Engine:
         with self._lock:
             self._running += 1
             self._queued += 1
-            # Threads start as they are first needed, up to one per seat.
-            if self._waiting_workers < self._queued and len(self._workers) < self.threads:
-                worker = threading.Thread(target=self._serve, name=f"answer-{len(self._workers)}", daemon=True)
-                self._workers.append(worker)
-                worker.start()
+            self._add_thread_if_needed()
         self._work.put((work, claim))
+
+    def _add_thread_if_needed(self) -> None:
+        # Called with the lock held. Up to one thread per seat, and only while fewer than
+        # `running` have Python to run.
+        if (self._waiting_workers < self._queued and len(self._workers) < self.threads
+                and len(self._workers) - self._on_network < self.running):
+            worker = threading.Thread(target=self._serve, name=f"answer-{len(self._workers)}", daemon=True)
+            self._workers.append(worker)
+            worker.start()
 
     def _serve(self) -> None:
         holds_connections = False
@@ -104,8 +119,8 @@ class Engine:
             holds_connections = True
 
     def _run(self, work: Callable[[], None], claim: str | None) -> None:
-        close_old_connections()
         _current.engine = self
+        close_old_connections()
         try:
             if claim is None:
                 work()
@@ -115,12 +130,24 @@ class Engine:
         except Exception:
             logger.exception("An answering thread's work failed")
         finally:
-            _current.engine = None
             close_old_connections()
+            _current.engine = None
             with self._lock:
                 self._running -= 1
                 self._idle.notify_all()
             self._seats.release()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Makes room for another thread while this one waits on the network."""
+        with self._lock:
+            self._on_network += 1
+            self._add_thread_if_needed()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._on_network -= 1
 
     @contextmanager
     def holding(self, claim: str) -> Iterator[None]:
@@ -208,7 +235,11 @@ class Seat:
 _engine: Engine | None = None
 _engine_pid = 0
 _engine_lock = threading.Lock()
-_current = threading.local()  # the engine whose thread this is
+class _Current(threading.local):
+    engine: Engine | None = None  # the engine whose thread this is
+
+
+_current = _Current()
 
 
 def inline() -> bool:
@@ -235,11 +266,23 @@ class InlineSeat:
 def holding(claim: str) -> Iterator[None]:
     """In an answering thread, keeps the claim's lease renewed while the block runs (inline,
     nothing renews it: a turn run inline ends within its lease or is given back)."""
-    current = getattr(_current, "engine", None)
+    current = _current.engine
     if current is None:
         yield
         return
     with current.holding(claim):
+        yield
+
+
+@contextmanager
+def waiting() -> Iterator[None]:
+    """Around a call that waits on the network (a model's answer, LINE): in an answering thread,
+    another thread runs meanwhile."""
+    current = _current.engine
+    if current is None:
+        yield
+        return
+    with current.waiting():
         yield
 
 

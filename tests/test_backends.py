@@ -48,6 +48,26 @@ def openai_config(fake, key="sk-local", model="llama-3.1-8b") -> BackendConfig:
     return BackendConfig(kind="openai_compatible", base_url=fake.url + "/v1", model=model, api_key=key, timeout=5)
 
 
+def test_threads_asking_at_once_for_a_backend_share_one_adapter():
+    import threading
+    import uuid
+
+    config = BackendConfig(kind="openai_compatible", base_url=f"http://127.0.0.1:9/{uuid.uuid4().hex}/v1",
+                           model="m", timeout=5)
+    start, adapters = threading.Barrier(8), []
+
+    def ask() -> None:
+        start.wait(5)
+        adapters.append(backend_for(config))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(adapters) == 8 and len({id(adapter) for adapter in adapters}) == 1
+
+
 # One fake per protocol, none asking for a key: any refusal comes from the mode a test sets.
 FAKES = {
     "ollama": lambda: FakeOllama(models=("gemma3:4b",)),

@@ -176,6 +176,52 @@ def test_the_heartbeat_keeps_a_long_answer_claimed(webhook, ollama_server, monke
     assert pool.drain(timeout=10)
 
 
+def _handed(pool: engine.Engine, work) -> None:
+    with pool.seat() as seat:
+        seat.run(work)
+
+
+def test_threads_start_only_while_few_have_python_to_run():
+    pool = engine.Engine(threads=6, renew=lambda held: None, heartbeat_every=60, running=2)
+    names, lock = set(), threading.Lock()
+
+    def work() -> None:
+        with lock:
+            names.add(threading.current_thread().name)
+        time.sleep(0.02)  # running Python, never waiting on the network
+
+    for _ in range(12):
+        _handed(pool, work)
+    assert pool.drain(timeout=5)
+    assert len(names) == 2, "two threads took all the work in turn"
+
+
+def test_a_thread_waiting_on_the_network_makes_room_for_another():
+    pool = engine.Engine(threads=6, renew=lambda held: None, heartbeat_every=60, running=2)
+    lock, release = threading.Lock(), threading.Event()
+    state = {"started": 0, "waiting": 0}
+
+    def work() -> None:
+        with lock:
+            state["started"] += 1
+        time.sleep(0.2)  # running Python
+        with engine.waiting():  # on a model, say
+            with lock:
+                state["waiting"] += 1
+            release.wait(5)
+
+    for _ in range(6):
+        _handed(pool, work)
+    time.sleep(0.1)
+    assert state["started"] == 2, "the others wait in the queue while two run"
+    deadline = time.monotonic() + 5
+    while state["waiting"] < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert state["waiting"] == 6, "each thread waiting let the next one start"
+    release.set()
+    assert pool.drain(timeout=5)
+
+
 def _claim_in_child(chat_id: int, barrier, results) -> None:
     try:
         connections.close_all()

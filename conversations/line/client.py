@@ -12,6 +12,8 @@ from functools import lru_cache
 import urllib3
 from django.conf import settings
 
+from ..engine import waiting
+
 logger = logging.getLogger(__name__)
 
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1c8a4e-2b7d-4c1e-9a53-0d8e7b2f4c61")
@@ -139,7 +141,8 @@ class LineClient:
 
     def _call(self, method, *args, **kwargs):
         try:
-            return method(*args, _request_timeout=self.timeout, **kwargs)
+            with waiting():
+                return method(*args, _request_timeout=self.timeout, **kwargs)
         except self.sdk.ApiException as exc:
             raise LineAPIError(status=exc.status, message=_error_message(exc)) from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:

@@ -1,4 +1,5 @@
 """One adapter per protocol behind the `Backend` interface; `backend_for` picks it."""
+import threading
 from functools import lru_cache
 
 from django.utils.module_loading import import_string
@@ -30,7 +31,17 @@ ADAPTERS: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=64)
+_building = threading.Lock()
+
+
 def backend_for(config: BackendConfig) -> Backend | Transcriber:
     """One adapter per backend configuration per process: adapters hold connection pools."""
+    # Answering threads starting together would each build one (an httpx client loads its
+    # certificates: milliseconds of CPU) and keep only the last.
+    with _building:
+        return _adapter(config)
+
+
+@lru_cache(maxsize=64)
+def _adapter(config: BackendConfig) -> Backend | Transcriber:
     return import_string(ADAPTERS[config.kind])(config)
