@@ -188,7 +188,7 @@ def _media_note(*, turn: claims.Turn, chat: Chat) -> str:
         media = pipeline.prepare_media(message_ids=turn.message_ids, chat=chat, as_stored=_as_stored)
     if media.note or not media.has_images:
         return media.note
-    preset = turn.preset or selectors.preset_for_chat(chat=chat)
+    preset = turn.preset or selectors.preset_for_answer(chat=chat)
     if preset is not None and not pipeline.any_backend_sees_images(preset=preset, chat=chat):
         return pipeline.cannot_read_images(chat)
     return ""
@@ -215,7 +215,7 @@ def _compose_answer(*, message: Message, turn: claims.Turn) -> Message:
     given back at the same turn at SQLite's lock."""
     chat = message.chat
     answering, slot = len(turn.message_ids), turn.claim
-    preset = turn.preset or selectors.preset_for_chat(chat=chat)
+    preset = turn.preset or selectors.preset_for_answer(chat=chat)
     generation, error = None, ""
     try:
         if preset is None:

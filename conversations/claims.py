@@ -103,7 +103,7 @@ def _try_claim(*, chat_id: int, now: datetime) -> tuple[Outcome | None, Turn | N
     message_ids = _turn_of(pending)
     claim = secrets.token_hex(16)
     until = now + timedelta(seconds=lease_seconds())
-    preset = selectors.preset_for_chat(chat=chat) if _needs_model(pending[0]) else None
+    preset = selectors.preset_for_answer(chat=chat) if _needs_model(pending[0]) else None
     backend = _generating_backend(chat, preset)
     with one_writer_at_a_time(), transaction.atomic():
         if not Chat.objects.filter(unheld, pk=chat_id).update(answering_claim=claim, answering_until=until,

@@ -26,6 +26,8 @@ from .models import (
 SETTINGS_CACHE_SECONDS = 10.0
 _channels: TTLCache[dict[str | None, LineChannel]] = TTLCache(seconds=SETTINGS_CACHE_SECONDS, max_entries=1)
 _policy: TTLCache[PrivacyPolicy] = TTLCache(seconds=SETTINGS_CACHE_SECONDS, max_entries=1)
+# Keyed by preset id (None: the global default), ids from our database.
+_presets: TTLCache[SamplingPreset] = TTLCache(seconds=SETTINGS_CACHE_SECONDS, max_entries=256)
 
 
 def channel_for_webhook(*, slug: str | None) -> LineChannel | None:
@@ -57,7 +59,27 @@ def forget_cached_channels() -> None:
 
 def preset_for_chat(*, chat: Chat) -> SamplingPreset | None:
     """The chat's own preset, else its channel's default, else the global default."""
+    return _preset(chat.preset_id or chat.channel.default_preset_id)
+
+
+def preset_for_answer(*, chat: Chat) -> SamplingPreset | None:
+    """`preset_for_chat` for the worker, which asks for every turn: presets and backends are
+    settings, cached per process like the channels (a change made in another process counts
+    within SETTINGS_CACHE_SECONDS; in this one at once). Not to be changed by its users."""
     preset_id = chat.preset_id or chat.channel.default_preset_id
+    preset = _presets.get(preset_id)
+    if preset is None:
+        preset = _preset(preset_id)
+        if preset is not None:  # none at all: asked again next time, so a new default counts at once
+            _presets.set(preset_id, preset)
+    return preset
+
+
+def forget_cached_presets() -> None:
+    _presets.clear()
+
+
+def _preset(preset_id: int | None) -> SamplingPreset | None:
     query = Q(pk=preset_id) if preset_id else Q(is_default=True)
     return SamplingPreset.objects.select_related("backend", "fallback_backend").filter(query).first()
 

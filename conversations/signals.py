@@ -2,6 +2,8 @@
 from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
+from models_registry.models import ModelBackend, SamplingPreset
+
 from . import ingest, selectors, sweeper
 from .models import Chat, LineChannel, PrivacyPolicy
 
@@ -14,6 +16,12 @@ def forget_cached_channels(**kwargs) -> None:
 @receiver([post_save, post_delete], sender=Chat)
 def forget_cached_chats(**kwargs) -> None:
     ingest.forget_cached_chats()
+
+
+@receiver([post_save, post_delete], sender=SamplingPreset)
+@receiver([post_save, post_delete], sender=ModelBackend)
+def forget_cached_presets(**kwargs) -> None:
+    selectors.forget_cached_presets()
 
 
 @receiver([post_save, post_delete], sender=PrivacyPolicy)

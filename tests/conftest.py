@@ -61,6 +61,7 @@ def fresh_caches():
         ingest.forget_cached_chats()
         selectors.forget_cached_channels()
         selectors.forget_cached_policy()
+        selectors.forget_cached_presets()
         line_client.cache_clear()
         caches["signins"].clear()  # failed sign-ins counted by one test must not lock out the next
 

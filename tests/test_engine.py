@@ -13,7 +13,7 @@ from django.utils import timezone
 from conversations import answering, claims, engine, sweeper
 from conversations.models import Chat, Direction, Message, Status
 from models_registry import concurrency
-from models_registry.models import GenerationSlot, ModelBackend
+from models_registry.models import GenerationSlot, ModelBackend, SamplingPreset
 from tests.fakes import webhooks as ev
 
 pytestmark = pytest.mark.django_db
@@ -174,6 +174,29 @@ def test_the_heartbeat_keeps_a_long_answer_claimed(webhook, ollama_server, monke
     assert Chat.objects.get().answering_until > timezone.now()
     assert claims.claim_turn(chat_id=inbound("slow").chat_id)[0] == claims.Outcome.BUSY
     assert pool.drain(timeout=10)
+
+
+def test_the_worker_reads_presets_once_and_an_edit_counts_at_once(webhook, ollama_server, preset):
+    from django.db import connection as default_connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations import selectors
+
+    webhook.post(ev.text_message_event("first"))
+    chat = Chat.objects.select_related("channel").get()
+    with CaptureQueriesContext(default_connection) as queries:
+        assert selectors.preset_for_answer(chat=chat).pk == preset.pk
+    assert not [q for q in queries if "samplingpreset" in q["sql"]], "the first answer's read is reused"
+
+    preset.system_prompt = "You are a pirate."
+    preset.save()  # in this process: forgotten at once
+    webhook.post(ev.text_message_event("second"))
+    assert ollama_server.last("chat").json["messages"][0]["content"].startswith("You are a pirate.")
+
+    # Saved by another process (no signal here): this one keeps its copy until the cache expires.
+    SamplingPreset.objects.filter(pk=preset.pk).update(system_prompt="You are a poet.")
+    assert selectors.preset_for_answer(chat=chat).system_prompt == "You are a pirate."
+    assert selectors._presets.seconds == selectors.SETTINGS_CACHE_SECONDS == 10.0
 
 
 def _handed(pool: engine.Engine, work) -> None:
