@@ -352,10 +352,7 @@ def _deliver(*, outbound: Message, inbound: Message, reused: bool) -> int:
     buttons = commands.buttons_for(message=inbound)
     # In a group or room the answer quotes the message it answers, so it is clear whose it is.
     quote = inbound.quote_token if chat.source_type != SourceType.USER else ""
-    line_retry = {
-        "delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
-        "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient,
-    }
+    line_retry = _line_retry()
     for index in range(outbound.delivered_calls, len(calls)):
         texts = calls[index]
         # /forgetme's buttons go under the answer's last text.
@@ -420,8 +417,7 @@ def _erase_and_confirm(*, message: Message) -> None:
                                                  status_changed_at=timezone.now())
     client = client_for(message.chat.channel)
     texts = batches(split_text(text))[0]
-    line_retry = {"delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
-                  "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient}
+    line_retry = _line_retry()
     key = retry_key(message_id=message.pk, call_index=0)
     try:
         if _reply_token_fresh(message):
@@ -434,6 +430,14 @@ def _erase_and_confirm(*, message: Message) -> None:
         retrying(lambda: client.push(to=message.chat.line_id, texts=texts, retry_key=key), **line_retry)
     except LineAPIError as exc:
         logger.warning("The confirmation of erasure request %s was not sent: %s", message.pk, exc)
+
+
+def _line_retry() -> dict:
+    """`retrying`'s arguments for a LINE call: transient failures tried again after each of the
+    configured delays, slept as a wait on the network (another answering thread runs)."""
+    return {"delays": settings.LINEBOT["LINE_RETRY_DELAYS"],
+            "transient": lambda exc: isinstance(exc, LineAPIError) and exc.transient,
+            "sleep": engine.sleep}
 
 
 def _reply_token_fresh(message: Message) -> bool:

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing import util as multiprocessing_util
@@ -284,6 +285,12 @@ def waiting() -> Iterator[None]:
         return
     with current.waiting():
         yield
+
+
+def sleep(seconds: float) -> None:
+    """`time.sleep` as a wait (before a retry, say): another answering thread runs meanwhile."""
+    with waiting():
+        time.sleep(seconds)
 
 
 def in_background(work: Callable[[], None]) -> bool:

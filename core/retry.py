@@ -6,13 +6,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def retrying(call: Callable[[], T], *, delays: list[float], transient: Callable[[Exception], bool]) -> T:
-    """Calls, and on a transient error waits each delay in turn and calls again."""
+def retrying(call: Callable[[], T], *, delays: list[float], transient: Callable[[Exception], bool],
+             sleep: Callable[[float], None] = time.sleep) -> T:
+    """Calls, and on a transient error waits each delay in turn (with `sleep`) and calls again."""
     for delay in [*delays, None]:
         try:
             return call()
         except Exception as exc:
             if delay is None or not transient(exc):
                 raise
-            time.sleep(delay)
+            sleep(delay)
     raise AssertionError("unreachable")

@@ -219,27 +219,37 @@ def test_threads_start_only_while_few_have_python_to_run():
     assert len(names) == 2, "two threads took all the work in turn"
 
 
-def test_a_thread_waiting_on_the_network_makes_room_for_another():
+@pytest.mark.parametrize("wait", ["on the network", "before a retry"])
+def test_a_thread_waiting_makes_room_for_another(wait, monkeypatch):
     pool = engine.Engine(threads=6, renew=lambda held: None, heartbeat_every=60, running=2)
-    lock, release = threading.Lock(), threading.Event()
+    lock, release, never = threading.Lock(), threading.Event(), threading.Event()
     state = {"started": 0, "waiting": 0}
+
+    def waited(seconds: float | None = None) -> None:
+        with lock:
+            state["waiting"] += 1
+        release.wait(5)
+
+    # engine.sleep's time.sleep stands for a retry's delay (the threads' own pauses use `never`).
+    monkeypatch.setattr(engine.time, "sleep", waited)
 
     def work() -> None:
         with lock:
             state["started"] += 1
-        time.sleep(0.2)  # running Python
-        with engine.waiting():  # on a model, say
-            with lock:
-                state["waiting"] += 1
-            release.wait(5)
+        never.wait(0.2)  # running Python
+        if wait == "on the network":
+            with engine.waiting():  # a model's answer, say
+                waited()
+        else:
+            engine.sleep(2.0)
 
     for _ in range(6):
         _handed(pool, work)
-    time.sleep(0.1)
+    never.wait(0.1)
     assert state["started"] == 2, "the others wait in the queue while two run"
     deadline = time.monotonic() + 5
     while state["waiting"] < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+        never.wait(0.01)
     assert state["waiting"] == 6, "each thread waiting let the next one start"
     release.set()
     assert pool.drain(timeout=5)
