@@ -28,13 +28,16 @@ from .queue import enqueue_reply
 logger = logging.getLogger(__name__)
 
 
-def answer_message(*, message_id: int) -> None:
+def answer_message(*, message_id: int, chat_id: int | None = None) -> None:
     """The task queued for each message: answers its chat's next turn, if no one else is.
 
     Safe to run any number of times for the same message: a chat is answered by one worker at
     a time (`claims`), and an answer already generated or partly sent is reused, not redone.
+    `chat_id` is the message's chat, when the one who queued it knew it (a query saved).
     """
-    chat_id = Message.objects.filter(pk=message_id, direction=Direction.IN).values_list("chat_id", flat=True).first()
+    if chat_id is None:
+        chat_id = (Message.objects.filter(pk=message_id, direction=Direction.IN)
+                   .values_list("chat_id", flat=True).first())
     if chat_id is not None:
         answer_chat(chat_id=chat_id)
 
@@ -69,7 +72,7 @@ def _take_turn(turn: claims.Turn) -> None:
         woken, pending = turn.ended
         _answer_woken_chat(woken)
         if pending is not None:
-            enqueue_reply(message_id=pending)
+            enqueue_reply(message_id=pending, chat_id=turn.chat_id)
 
 
 def _end_turn(turn: claims.Turn) -> None:
@@ -101,7 +104,7 @@ def _answer_woken_chat(chat_id: int | None) -> None:
     if chat_id is not None and not answer_chat(chat_id=chat_id, wait=False):
         waiting = claims.first_pending_message(chat_id=chat_id)
         if waiting is not None:
-            enqueue_reply(message_id=waiting)
+            enqueue_reply(message_id=waiting, chat_id=chat_id)
 
 
 def answer_turn(*, turn: claims.Turn) -> None:

@@ -212,7 +212,7 @@ def _on_message(channel: LineChannel, event: dict, *, careful: bool, result: Ing
         # LINE redelivered an event we already have: it was queued the first time.
         return "duplicates"
     if answered:
-        enqueue_after_commit(REPLY_TASK, stored)
+        enqueue_after_commit(REPLY_TASK, stored, chat.pk)
     return "stored"
 
 
@@ -256,7 +256,7 @@ def _on_postback(channel: LineChannel, event: dict, *, careful: bool, result: In
     )
     if stored is None:
         return "duplicates"
-    enqueue_after_commit(REPLY_TASK, stored)
+    enqueue_after_commit(REPLY_TASK, stored, chat.pk)
     return "stored"
 
 

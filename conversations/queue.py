@@ -78,12 +78,14 @@ def enqueue(func: str, *args) -> None:
         queue.enqueue(package)
 
 
-def enqueue_reply(*, message_id: int) -> None:
-    """Queues a reply task now (from a worker or the sweeper); held if the broker refuses it."""
+def enqueue_reply(*, message_id: int, chat_id: int | None = None) -> None:
+    """Queues a reply task now (from a worker or the sweeper); held if the broker refuses it.
+    With `chat_id` (the message's), the task need not look it up."""
+    args = (message_id,) if chat_id is None else (message_id, chat_id)
     if Conf.SYNC:
-        enqueue(REPLY_TASK, message_id)
+        enqueue(REPLY_TASK, *args)
     else:
-        _enqueue_or_hold(REPLY_TASK, (message_id,))
+        _enqueue_or_hold(REPLY_TASK, args)
 
 
 def enqueue_after_commit(func: str, *args) -> None:

@@ -95,7 +95,7 @@ def _wake_waiting_chats(*, now: datetime) -> int:
             continue
         first = claims.first_pending_message(chat_id=chat_id)
         if first is not None:
-            enqueue_reply(message_id=first)
+            enqueue_reply(message_id=first, chat_id=chat_id)
             queued += 1
     return queued
 

@@ -3,8 +3,8 @@ from . import answering, engine, notices, profiles, retention, sweeper
 from .simulator import compare
 
 
-def answer_message(message_id: int) -> None:
-    answering.answer_message(message_id=message_id)
+def answer_message(message_id: int, chat_id: int | None = None) -> None:
+    answering.answer_message(message_id=message_id, chat_id=chat_id)
 
 
 def send_notice(message_id: int) -> None:

@@ -106,14 +106,25 @@ def test_a_webhook_queued_on_the_orm_broker_is_answered_by_django_q2s_cluster(we
     assert webhook.post(event).status_code == 200
     assert webhook.post(event).json() == {"stored": 0, "duplicates": 1, "ignored": 0}
     queued_tasks = [SignedPackage.loads(row.payload) for row in OrmQ.objects.all()]
-    # Written with the message, once; and the new chat's profile lookup.
+    # Written with the message, once, naming its chat too; and the new chat's profile lookup.
+    message = Message.objects.get()
     assert sorted((task["func"], task["args"]) for task in queued_tasks) == [
-        (queue.REPLY_TASK, (Message.objects.get().pk,)), (queue.PROFILE_TASK, (Message.objects.get().chat_id,))]
+        (queue.REPLY_TASK, (message.pk, message.chat_id)), (queue.PROFILE_TASK, (message.chat_id,))]
     run_cluster_once(queue.broker())
     run_cluster_once(queue.broker())
     assert line_api.delivered_texts() == ["echo: hello there"]
     assert Message.objects.get(webhook_event_id=event["webhookEventId"]).status == Status.REPLIED
     assert OrmQ.objects.count() == 0
+
+
+def test_a_reply_task_queued_with_the_message_alone_is_answered(webhook, line_api, queued, orm_broker,
+                                                               monkeypatch):
+    """As a version before the chat was named queued it (still in the queue after an upgrade)."""
+    monkeypatch.setattr("conversations.ingest.enqueue_after_commit", lambda func, *args: None)
+    webhook.post(text_message_event("from before the upgrade"))
+    queue.enqueue(queue.REPLY_TASK, Message.objects.get().pk)
+    run_cluster_once(queue.broker())
+    assert line_api.delivered_texts() == ["echo: from before the upgrade"]
 
 
 OTHER_USER = "U" + "0123456789abcdef" * 2
