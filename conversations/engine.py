@@ -120,8 +120,8 @@ class Engine:
             holds_connections = True
 
     def _run(self, work: Callable[[], None], claim: str | None) -> None:
-        _current.engine = self
         close_old_connections()
+        _current.engine = self
         try:
             if claim is None:
                 work()
@@ -131,8 +131,8 @@ class Engine:
         except Exception:
             logger.exception("An answering thread's work failed")
         finally:
-            close_old_connections()
             _current.engine = None
+            close_old_connections()
             with self._lock:
                 self._running -= 1
                 self._idle.notify_all()
@@ -236,8 +236,11 @@ class Seat:
 _engine: Engine | None = None
 _engine_pid = 0
 _engine_lock = threading.Lock()
+
+
 class _Current(threading.local):
     engine: Engine | None = None  # the engine whose thread this is
+    waits = 0  # how deep in `waiting` it is
 
 
 _current = _Current()
@@ -280,11 +283,15 @@ def waiting() -> Iterator[None]:
     """Around a call that waits on the network (a model's answer, LINE): in an answering thread,
     another thread runs meanwhile."""
     current = _current.engine
-    if current is None:
-        yield
+    if current is None or _current.waits:
+        yield  # outside the pool, or counted already
         return
-    with current.waiting():
-        yield
+    _current.waits += 1
+    try:
+        with current.waiting():
+            yield
+    finally:
+        _current.waits -= 1
 
 
 def sleep(seconds: float) -> None:

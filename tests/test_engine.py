@@ -255,6 +255,26 @@ def test_a_thread_waiting_makes_room_for_another(wait, monkeypatch):
     assert pool.drain(timeout=5)
 
 
+def test_a_wait_inside_a_wait_counts_once():
+    pool = engine.Engine(threads=3, renew=lambda held: None, heartbeat_every=60, running=1)
+    inside, release, started = threading.Event(), threading.Event(), []
+
+    def nested() -> None:
+        with engine.waiting(), engine.waiting():  # a LINE call inside a turn's media, say
+            inside.set()
+            release.wait(5)
+
+    _handed(pool, nested)
+    assert inside.wait(5)
+    _handed(pool, lambda: (started.append("second"), release.wait(5)))  # runs Python until released
+    _handed(pool, lambda: started.append("third"))
+    release.wait(0.3)
+    assert started == ["second"], "one thread waiting made room for one, not two"
+    release.set()
+    assert pool.drain(timeout=5)
+    assert started == ["second", "third"]
+
+
 def _claim_in_child(chat_id: int, barrier, results) -> None:
     try:
         connections.close_all()
