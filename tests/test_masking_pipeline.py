@@ -41,7 +41,9 @@ def test_cloud_backends_get_masked_text_local_ones_do_not(webhook, channel, clou
     webhook.post(ev.text_message_event(PII_TEXT))
     assert cloud.last("chat").json["messages"][-1]["content"] == MASKED
     assert Message.objects.get(direction="in").text == PII_TEXT
-    SamplingPreset.objects.update(backend=ModelBackend.objects.get(name="Local Ollama"))
+    preset = SamplingPreset.objects.get()
+    preset.backend = ModelBackend.objects.get(name="Local Ollama")
+    preset.save()  # as the console saves it
     webhook.post(ev.text_message_event(PII_TEXT))
     assert ollama_server.last("chat").json["messages"][-1]["content"] == PII_TEXT
 
